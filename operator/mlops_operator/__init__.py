@@ -1,0 +1,1 @@
+"""mlops-operator: ModelVersion registry, ModelDeployment serving and DriftMonitor."""

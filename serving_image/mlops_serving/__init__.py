@@ -1,0 +1,1 @@
+"""mlops-serving: the generic model server that every ModelDeployment runs."""
