@@ -1,0 +1,79 @@
+"""Session fixtures for tests against a real control plane.
+
+The cluster comes from, in order: MLOPS_TEST_KUBECONFIG (an existing cluster or
+kind), a running local plane (hack/cluster.sh), or a local plane started here
+and stopped afterwards. Without one the tests skip, unless
+MLOPS_REQUIRE_CLUSTER=1 (as in CI), where they fail.
+"""
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from .kube import ROOT, Cluster, cluster_required, namespace_name, wait_until
+
+CLUSTER_SH = ROOT / "hack" / "cluster.sh"
+
+
+def _hack(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(CLUSTER_SH), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _unavailable(reason: str) -> None:
+    if cluster_required():
+        pytest.fail(f"MLOPS_REQUIRE_CLUSTER=1 but no cluster: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    external = os.environ.get("MLOPS_TEST_KUBECONFIG")
+    started = False
+    if external:
+        kubeconfig, bin_dir, local = Path(external), None, False
+    else:
+        if _hack("status").returncode != 0:
+            if shutil.which("go") is None:
+                _unavailable("no running local plane and no Go to build one (see hack/cluster.sh)")
+            up = _hack("up", timeout=3600)
+            if up.returncode != 0:
+                _unavailable(f"hack/cluster.sh up failed:\n{up.stderr[-3000:]}")
+            started = True
+        kubeconfig = Path(_hack("kubeconfig").stdout.strip())
+        bin_dir, local = Path(_hack("bin").stdout.strip()), True
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        client.VersionApi(api).get_code()
+    except Exception as error:
+        _unavailable(f"cluster at {kubeconfig} does not answer: {error}")
+    yield Cluster(kubeconfig=kubeconfig, bin_dir=bin_dir, local=local, api=api)
+    api.close()
+    if started:
+        _hack("down", timeout=120)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    name = namespace_name(request.node.name)
+    core = client.CoreV1Api(cluster.api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    wait_until(
+        lambda: (
+            core.list_namespaced_service_account(name, field_selector="metadata.name=default").items
+        ),
+        f"the default ServiceAccount in {name}",
+    )
+    yield name
+    core.delete_namespace(name)
