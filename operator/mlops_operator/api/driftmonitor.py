@@ -1,0 +1,234 @@
+"""DriftMonitor: data and prediction drift of a deployment's live traffic."""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from .common import (
+    ApiModel,
+    Conditions,
+    Duration,
+    HttpUrl,
+    LongText,
+    ObjectName,
+    SecretKeyRef,
+    Timestamp,
+    TrackName,
+    cel,
+    rules,
+)
+
+Method = Literal["auto", "ks", "chi2", "psi", "wasserstein", "jensenshannon"]
+FeatureName = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class DeploymentRef(ApiModel):
+    """The ModelDeployment to watch, in the same namespace."""
+
+    name: ObjectName
+    """ModelDeployment name."""
+
+
+class Window(ApiModel):
+    """How much recent traffic each run compares with the reference."""
+
+    duration: Duration = "1h"
+    """Look-back window."""
+    min_samples: Annotated[int, Field(ge=1, le=10_000_000)] = 500
+    """Rows needed before drift is judged; with fewer the run is skipped and says so."""
+
+
+class Source(ApiModel):
+    """Where the window's captured features come from."""
+
+    model_config = rules(
+        cel("self.type == 'pods' || has(self.url)", "url is required for this source type", ".url"),
+        cel(
+            "self.type == 'prometheus' || !has(self.query)",
+            "query applies only to type prometheus",
+            ".query",
+        ),
+    )
+
+    type: Literal["pods", "prometheus", "url"] = "pods"
+    """pods: the serving pods' capture endpoint; prometheus: capture histograms in Prometheus;
+    url: a capture endpoint at an explicit address."""
+    url: HttpUrl | None = None
+    """Prometheus base URL or capture endpoint URL."""
+    query: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    """PromQL selector for the capture histograms (type prometheus)."""
+
+
+class FeatureTest(ApiModel):
+    """The test for one feature, overriding the default."""
+
+    name: FeatureName
+    """Feature name, as in the reference profile."""
+    method: Method = "auto"
+    """Statistical test or distance."""
+    threshold: Annotated[float, Field(ge=0)] | None = None
+    """p-value below which (ks, chi2), or distance above which (psi, wasserstein, jensenshannon),
+    the feature counts as drifted."""
+
+
+class Tests(ApiModel):
+    """Which tests judge drift."""
+
+    method: Method = "auto"
+    """Default method. auto: KS for numeric features (chi-square for small samples of
+    categorical ones) below 1000 reference rows, Wasserstein/Jensen-Shannon distances above."""
+    threshold: Annotated[float, Field(ge=0)] | None = None
+    """Default threshold; each method has its own default when unset."""
+    features: Annotated[
+        list[FeatureTest],
+        Field(
+            max_length=512,
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
+        ),
+    ] = []
+    """Per-feature overrides."""
+
+
+class PredictionDrift(ApiModel):
+    """Drift of the model's outputs."""
+
+    enabled: bool = True
+    """Test predictions as well as inputs."""
+    method: Method = "auto"
+    """Test or distance for predictions."""
+    threshold: Annotated[float, Field(ge=0)] | None = None
+    """Threshold for predictions."""
+
+
+class Webhook(ApiModel):
+    """POST a JSON drift report."""
+
+    url: HttpUrl
+    """Receiver."""
+    secret_ref: SecretKeyRef | None = None
+    """Bearer token sent in the Authorization header."""
+
+
+class Retrain(ApiModel):
+    """Start a Job when drift is detected."""
+
+    job_template: Annotated[
+        dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    ]
+    """A batch/v1 JobTemplateSpec (metadata and spec)."""
+    cooldown: Duration = "24h"
+    """Least time between two retraining Jobs."""
+
+
+class Actions(ApiModel):
+    """What to do when drift is detected."""
+
+    model_config = rules(
+        cel(
+            "!(self.pauseCanary && self.rollbackCanary)",
+            "choose pauseCanary or rollbackCanary, not both",
+            ".rollbackCanary",
+        )
+    )
+
+    webhook: Webhook | None = None
+    """Notify a receiver."""
+    pause_canary: bool = False
+    """Pause the watched deployment's canary rollout."""
+    rollback_canary: bool = False
+    """Roll the watched deployment's canary back."""
+    retrain: Retrain | None = None
+    """Start a retraining Job."""
+
+
+class DriftMonitorSpec(ApiModel):
+    """Compare a deployment's live inputs and predictions with its model's reference profile."""
+
+    model_config = rules(
+        cel(
+            "!(self.actions.pauseCanary || self.actions.rollbackCanary) || self.track == 'canary'",
+            "pauseCanary and rollbackCanary need track canary",
+            ".actions",
+        )
+    )
+
+    deployment_ref: DeploymentRef
+    """The ModelDeployment to watch."""
+    track: TrackName = "stable"
+    """Which track's traffic to test."""
+    interval: Duration = "5m"
+    """Time between runs."""
+    window: Window = Window()
+    """Traffic window per run."""
+    source: Source = Source()
+    """Where captured traffic comes from."""
+    tests: Tests = Tests()
+    """Drift tests."""
+    correction: Literal["none", "bonferroni", "fdr"] = "none"
+    """Multiple-testing correction across features for p-value tests."""
+    drift_share: Annotated[float, Field(ge=0, le=1)] = 0.5
+    """Share of drifted features at which the dataset counts as drifted."""
+    prediction_drift: PredictionDrift = PredictionDrift()
+    """Prediction drift."""
+    actions: Actions = Actions()
+    """Reactions to dataset drift."""
+    suspend: bool = False
+    """Stop running until set back to false."""
+
+
+class FeatureResult(ApiModel):
+    """The verdict for one feature."""
+
+    name: FeatureName
+    """Feature name (or "prediction")."""
+    method: Method
+    """Test or distance used."""
+    statistic: float
+    """Test statistic or distance."""
+    p_value: Annotated[float, Field(ge=0, le=1)] | None = None
+    """p-value, for tests that have one (after correction)."""
+    threshold: float
+    """Threshold applied."""
+    drifted: bool
+    """Whether the feature drifted."""
+
+
+class RunSummary(ApiModel):
+    """One past run."""
+
+    time: Timestamp
+    """When it ran."""
+    samples: Annotated[int, Field(ge=0)]
+    """Rows in the window."""
+    drift_share: Annotated[float, Field(ge=0, le=1)]
+    """Share of drifted features."""
+    dataset_drift: bool
+    """Verdict."""
+
+
+class DriftMonitorStatus(ApiModel):
+    """Latest drift verdict."""
+
+    last_run: Timestamp | None = None
+    """When the last run finished."""
+    samples: Annotated[int, Field(ge=0)] | None = None
+    """Rows in the last window."""
+    dataset_drift: bool | None = None
+    """Whether the share of drifted features reached spec.driftShare."""
+    drift_share: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Share of drifted features."""
+    features: Annotated[list[FeatureResult], Field(max_length=256)] = []
+    """Per-feature verdicts, drifted first (bounded)."""
+    prediction: FeatureResult | None = None
+    """Prediction drift verdict."""
+    history: Annotated[list[RunSummary], Field(max_length=48)] = []
+    """Recent runs (bounded, newest last)."""
+    message: LongText | None = None
+    """Why the last run ended as it did."""
+    conditions: Conditions = []
+    """Ready, DriftDetected."""
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """The .metadata.generation last acted on."""

@@ -1,0 +1,398 @@
+"""ModelDeployment: serve a model's versions on stable, canary and mirror tracks."""
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .common import (
+    ApiModel,
+    Conditions,
+    Digest,
+    DnsLabel,
+    Duration,
+    EnvVar,
+    HttpUrl,
+    LongText,
+    ObjectName,
+    ResourceRequirements,
+    SecretKeyRef,
+    ShortText,
+    Timestamp,
+    cel,
+    rules,
+)
+
+Version = Annotated[
+    str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+]
+ONE_OF_VERSION_ALIAS = "has(self.version) != has(self.alias)"
+
+
+class ModelRef(ApiModel):
+    """Which ModelVersion of spec.model a track runs: a fixed version, or an alias to follow."""
+
+    model_config = rules(cel(ONE_OF_VERSION_ALIAS, "exactly one of version or alias must be set"))
+
+    version: Version | None = None
+    """A ModelVersion's spec.version."""
+    alias: DnsLabel | None = None
+    """An alias (ModelVersion spec.aliases); the track rolls out when the alias moves."""
+
+
+class PauseStep(ApiModel):
+    """Hold the current weight."""
+
+    duration: Duration | None = None
+    """How long to hold; without it, hold until promoted."""
+
+
+class AnalysisStep(ApiModel):
+    """Run spec.canary.analysis now and go on only if it passes."""
+
+    count: Annotated[int, Field(ge=1, le=100)] = 1
+    """Measurements to take, spec.canary.analysis.interval apart."""
+
+
+class CanaryStep(ApiModel):
+    """One step of a progressive rollout: exactly one of setWeight, pause, analysis."""
+
+    model_config = rules(
+        cel(
+            "[has(self.setWeight), has(self.pause), has(self.analysis)].filter(x, x).size() == 1",
+            "each step sets exactly one of setWeight, pause, analysis",
+        )
+    )
+
+    set_weight: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Percent of traffic to send to the canary."""
+    pause: PauseStep | None = None
+    """Wait, for a duration or until promoted."""
+    analysis: AnalysisStep | None = None
+    """Check the canary's metrics against spec.canary.analysis."""
+
+
+class Thresholds(ApiModel):
+    """Limits the canary must stay within; a measurement over any of them fails."""
+
+    model_config = rules(
+        cel(
+            "has(self.errorRate) || has(self.latencyP99Ms) || has(self.predictionDrift)",
+            "set at least one of errorRate, latencyP99Ms, predictionDrift",
+        )
+    )
+
+    error_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Highest tolerated share of failed requests (0 to 1)."""
+    latency_p99_ms: Annotated[float, Field(gt=0)] | None = None
+    """Highest tolerated p99 latency, in milliseconds."""
+    prediction_drift: Annotated[float, Field(ge=0)] | None = None
+    """Highest tolerated PSI between the canary's and the stable track's predictions."""
+
+
+class MetricsSource(ApiModel):
+    """Where live metrics come from."""
+
+    model_config = rules(
+        cel("self.type == 'pods' || has(self.url)", "url is required for this source type", ".url")
+    )
+
+    type: Literal["pods", "prometheus", "url"] = "pods"
+    """pods: scrape the track's pods; prometheus: query a Prometheus server;
+    url: read a metrics endpoint."""
+    url: HttpUrl | None = None
+    """Prometheus base URL, or the metrics endpoint."""
+
+
+class Analysis(ApiModel):
+    """How canary steps are judged."""
+
+    interval: Duration = "30s"
+    """Time between measurements."""
+    failure_limit: Annotated[int, Field(ge=0, le=100)] = 0
+    """Failed measurements tolerated before the canary is rolled back."""
+    min_requests: Annotated[int, Field(ge=0)] = 50
+    """Requests a measurement needs; with fewer it is inconclusive, not failed."""
+    thresholds: Thresholds
+    """Limits on error rate, latency and prediction drift."""
+    source: MetricsSource = MetricsSource()
+    """Where the metrics come from."""
+
+
+class Canary(ModelRef):
+    """A candidate version, brought in by steps and judged by analysis."""
+
+    model_config = rules(
+        cel(ONE_OF_VERSION_ALIAS, "exactly one of version or alias must be set"),
+        cel(
+            "self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
+            "setWeight must not decrease from one step to the next",
+            ".steps",
+        ),
+        cel(
+            "!self.steps.exists(s, has(s.analysis)) || has(self.analysis)",
+            "steps contain an analysis step but spec.canary.analysis is not set",
+            ".analysis",
+        ),
+    )
+
+    steps: Annotated[list[CanaryStep], Field(max_length=32)] = []
+    """Ordered steps; with none, the canary is promoted at once once Ready."""
+    analysis: Analysis | None = None
+    """Metric analysis for analysis steps (and, when set, continuously during the rollout)."""
+
+
+class Mirror(ModelRef):
+    """A version that receives a copy of live traffic; its answers are discarded."""
+
+    model_config = rules(cel(ONE_OF_VERSION_ALIAS, "exactly one of version or alias must be set"))
+
+    percent: Annotated[int, Field(ge=1, le=100)] = 100
+    """Percent of requests to copy."""
+
+
+class HeaderRoute(ApiModel):
+    """Send requests whose header has a value to one track, whatever the weights."""
+
+    header: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z0-9-]+$")] = "x-model-version"
+    """Request header to match."""
+    value: Annotated[str, Field(min_length=1, max_length=256)]
+    """Exact value to match."""
+    track: Literal["stable", "canary"]
+    """Track that gets the request."""
+
+
+class GatewayRef(ApiModel):
+    """The Gateway an HTTPRoute attaches to (traffic.mode gatewayAPI)."""
+
+    name: ObjectName
+    """Gateway name."""
+    namespace: DnsLabel | None = None
+    """Gateway namespace; defaults to the ModelDeployment's."""
+
+
+class Traffic(ApiModel):
+    """How requests are split between tracks."""
+
+    model_config = rules(
+        cel(
+            "self.mode != 'gatewayAPI' || has(self.gateway)",
+            "gateway is required when mode is gatewayAPI",
+            ".gateway",
+        ),
+        cel(
+            "self.mode != 'replicas' || (size(self.headerRoutes) == 0 && !has(self.stickyKey))",
+            "mode replicas splits by replica count and cannot honour headerRoutes or stickyKey",
+            ".mode",
+        ),
+    )
+
+    mode: Literal["router", "replicas", "gatewayAPI"] = "router"
+    """router: exact weights through a router Deployment (default, no mesh); replicas: one Service
+    over both tracks, weight approximated by replica counts; gatewayAPI: a weighted HTTPRoute."""
+    header_routes: Annotated[list[HeaderRoute], Field(max_length=16)] = []
+    """Header matches that pin a request to a track."""
+    sticky_key: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z0-9-]+$")] | None = None
+    """Request header whose value keeps a caller on one track (hashed)."""
+    gateway: GatewayRef | None = None
+    """Gateway for mode gatewayAPI."""
+
+
+class Autoscaling(ApiModel):
+    """A HorizontalPodAutoscaler per track."""
+
+    model_config = rules(
+        cel(
+            "self.minReplicas <= self.maxReplicas",
+            "minReplicas must not exceed maxReplicas",
+            ".minReplicas",
+        )
+    )
+
+    min_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
+    """Fewest replicas."""
+    max_replicas: Annotated[int, Field(ge=1, le=1000)]
+    """Most replicas."""
+    target_cpu_utilization: Annotated[int, Field(ge=1, le=100, alias="targetCPUUtilization")] = 70
+    """Average CPU utilization to aim for, in percent of requests."""
+
+
+class Batching(ApiModel):
+    """Server-side dynamic batching."""
+
+    max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    """Largest number of rows in one model call."""
+    max_latency_ms: Annotated[float, Field(ge=0, le=1000)] = 2
+    """Longest a request waits for others to join its batch."""
+
+
+class Capture(ApiModel):
+    """Feature capture for drift monitoring."""
+
+    sample_rate: Annotated[float, Field(ge=0, le=1)] = 1.0
+    """Share of requests whose inputs and outputs are binned (0 disables)."""
+
+
+class Serving(ApiModel):
+    """Serving-process options."""
+
+    batching: Batching | None = None
+    """Enable dynamic batching."""
+    capture: Capture = Capture()
+    """Feature capture."""
+    auth_secret_ref: SecretKeyRef | None = None
+    """A bearer token required on inference routes; health and metrics stay open."""
+
+
+class ModelDeploymentSpec(ApiModel):
+    """Serve spec.model: a stable track, and optionally a canary and a mirror."""
+
+    model_config = rules(
+        cel(
+            "!(has(self.replicas) && has(self.autoscaling))",
+            "set replicas or autoscaling, not both",
+            ".autoscaling",
+        ),
+        cel(
+            "!has(self.canary) || !has(self.canary.version) || !has(self.stable.version)"
+            " || self.canary.version != self.stable.version",
+            "spec.canary.version must differ from spec.stable.version",
+            ".canary.version",
+        ),
+        cel(
+            "!has(self.canary) || !has(self.canary.alias) || !has(self.stable.alias)"
+            " || self.canary.alias != self.stable.alias",
+            "spec.canary.alias must differ from spec.stable.alias",
+            ".canary.alias",
+        ),
+        cel(
+            "!has(self.mirror) || !has(self.mirror.version) || !has(self.stable.version)"
+            " || self.mirror.version != self.stable.version",
+            "spec.mirror.version must differ from spec.stable.version",
+            ".mirror.version",
+        ),
+        cel(
+            "!has(self.mirror) || self.traffic.mode != 'replicas'",
+            "spec.mirror needs traffic.mode router or gatewayAPI",
+            ".mirror",
+        ),
+        cel(
+            "!self.traffic.headerRoutes.exists(r, r.track == 'canary') || has(self.canary)",
+            "a header route targets the canary track but spec.canary is not set",
+            ".traffic.headerRoutes",
+        ),
+    )
+
+    model: DnsLabel
+    """Registered model name (ModelVersion spec.model) that all tracks serve."""
+    stable: ModelRef
+    """The version serving most traffic."""
+    canary: Canary | None = None
+    """A version being rolled out."""
+    mirror: Mirror | None = None
+    """A version receiving a copy of traffic."""
+    traffic: Traffic = Traffic()
+    """Traffic splitting."""
+    replicas: Annotated[int, Field(ge=0, le=1000)] | None = None
+    """Fixed replicas per track (default 1); exclusive with autoscaling."""
+    autoscaling: Autoscaling | None = None
+    """Autoscale each track with an HPA."""
+    resources: ResourceRequirements | None = None
+    """Serving container resources."""
+    image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    """Serving image; defaults to the operator's configured image."""
+    env: Annotated[list[EnvVar], Field(max_length=64)] = []
+    """Extra environment for the serving container."""
+    serving: Serving = Serving()
+    """Batching, capture and auth of the serving process."""
+    require_approval: bool = False
+    """Refuse ModelVersions whose approval state is not Approved."""
+
+
+class TrackStatus(ApiModel):
+    """What one track runs and how much of it is ready."""
+
+    version: ShortText | None = None
+    """spec.version of the ModelVersion running."""
+    model_version: ObjectName | None = None
+    """Name of that ModelVersion object."""
+    digest: Digest | None = None
+    """Artifact digest served."""
+    replicas: Annotated[int, Field(ge=0)] = 0
+    """Desired replicas."""
+    ready_replicas: Annotated[int, Field(ge=0)] = 0
+    """Ready replicas."""
+
+
+class Tracks(ApiModel):
+    """Per-track status."""
+
+    stable: TrackStatus | None = None
+    """Stable track."""
+    canary: TrackStatus | None = None
+    """Canary track."""
+    mirror: TrackStatus | None = None
+    """Mirror track."""
+
+
+class TrafficStatus(ApiModel):
+    """The split in force."""
+
+    stable_weight: Annotated[int, Field(ge=0, le=100)] = 100
+    """Percent to stable."""
+    canary_weight: Annotated[int, Field(ge=0, le=100)] = 0
+    """Percent to canary."""
+    mirror_percent: Annotated[int, Field(ge=0, le=100)] = 0
+    """Percent copied to mirror."""
+
+
+class AnalysisResult(ApiModel):
+    """One measurement of one metric."""
+
+    time: Timestamp
+    """When measured."""
+    metric: Literal["errorRate", "latencyP99Ms", "predictionDrift"]
+    """Which metric."""
+    value: float | None = None
+    """Measured value; absent when inconclusive."""
+    threshold: float
+    """Limit it was held to."""
+    phase: Literal["Successful", "Failed", "Inconclusive"]
+    """Verdict."""
+
+
+class CanaryStatus(ApiModel):
+    """Rollout progress."""
+
+    step: Annotated[int, Field(ge=0)] = 0
+    """Index of the current step in spec.canary.steps."""
+    step_started_at: Timestamp | None = None
+    """When the current step began."""
+    analysis: Annotated[list[AnalysisResult], Field(max_length=30)] = []
+    """Latest measurements (bounded)."""
+    failed_checks: Annotated[int, Field(ge=0)] = 0
+    """Failed measurements so far in this rollout."""
+    message: LongText | None = None
+    """Why the rollout is where it is."""
+
+
+class ModelDeploymentStatus(ApiModel):
+    """Observed state of a ModelDeployment."""
+
+    phase: Literal["Pending", "Progressing", "Ready", "Degraded", "Paused", "RolledBack"] | None = (
+        None
+    )
+    """Summary for people; conditions are the interface for programs."""
+    tracks: Tracks | None = None
+    """Per-track versions and readiness."""
+    ready: Annotated[str, Field(max_length=32)] | None = None
+    """Ready over desired replicas across tracks, e.g. "3/3"."""
+    traffic: TrafficStatus | None = None
+    """Traffic split in force."""
+    canary: CanaryStatus | None = None
+    """Progress of the current rollout."""
+    url: Annotated[str, Field(max_length=2048)] | None = None
+    """In-cluster URL of the inference endpoint."""
+    conditions: Conditions = []
+    """Ready, Progressing, Degraded."""
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """The .metadata.generation last acted on."""
