@@ -21,9 +21,13 @@ build() {
   local missing=0 b
   for b in "$@"; do [ -x "$TOOLS_BIN/$b" ] || missing=1; done
   if [ "$missing" = 0 ]; then log "$name: cached"; return; fi
-  local start=$SECONDS
-  log "$name: building $*"
-  "build_$name"
+  local start=$SECONDS logfile="$work/$name.log"
+  log "$name: building $* (log: $logfile)"
+  if ! "build_$name" >"$logfile" 2>&1; then
+    tail -n 40 "$logfile" >&2
+    log "$name: build failed"
+    exit 1
+  fi
   log "$name: built in $((SECONDS - start)) s"
 }
 
@@ -60,14 +64,14 @@ build_kubernetes() {
 build_etcd() {
   local d=$work/etcd
   new_module "$d" localetcd 1.24
-  (cd "$d" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2 \
+  (cd "$d" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" \
     && go build -ldflags "-s -w" -o "$TOOLS_BIN/etcd" go.etcd.io/etcd/server/v3)
 }
 
 build_kwok() {
   local d=$work/kwok
   new_module "$d" localkwok 1.24
-  (cd "$d" && go get "sigs.k8s.io/kwok@$KWOK_VERSION" >&2 \
+  (cd "$d" && go get "sigs.k8s.io/kwok@$KWOK_VERSION" \
     && go build -ldflags "-s -w" -o "$TOOLS_BIN/kwok" sigs.k8s.io/kwok/cmd/kwok)
 }
 
@@ -75,7 +79,7 @@ build_helm() {
   local d=$work/helm minor
   minor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2)
   new_module "$d" localhelm 1.24
-  (cd "$d" && go get "helm.sh/helm/v3@$HELM_VERSION" >&2 \
+  (cd "$d" && go get "helm.sh/helm/v3@$HELM_VERSION" \
     && go build -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
       -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor" \
       -o "$TOOLS_BIN/helm" helm.sh/helm/v3/cmd/helm)
