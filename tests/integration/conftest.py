@@ -55,7 +55,7 @@ def cluster() -> Iterator[Cluster]:
     api = config.new_client_from_config(config_file=str(kubeconfig))
     try:
         client.VersionApi(api).get_code()
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - whatever failed, the cluster is unusable
         _unavailable(f"cluster at {kubeconfig} does not answer: {error}")
     yield Cluster(kubeconfig=kubeconfig, bin_dir=bin_dir, local=local, api=api)
     api.close()

@@ -1,0 +1,129 @@
+"""Reference profiles: the distribution of every input feature and of the predictions.
+
+A profile is computed once, when a bundle is built, and shipped in profile.json.
+Live traffic is binned on the same edges (capture) so that drift tests compare
+like with like. Numeric features get quantile bin edges, counts, summary
+statistics and a sorted sample for an exact two-sample KS test; categorical
+features get their categories and counts. Pure numpy: no I/O.
+"""
+
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, Field
+
+NUMERIC_BINS = 10
+SAMPLE_SIZE = 1000
+MAX_CATEGORIES = 50
+OTHER = "__other__"
+
+
+class FeatureProfile(BaseModel):
+    """One feature's reference distribution."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    count: int
+    missing: int = 0
+    edges: list[float] = Field(default_factory=list)
+    """Numeric: inner cut points; bin i holds edges[i-1] < x <= edges[i] (open ends)."""
+    categories: list[str] = Field(default_factory=list)
+    """Categorical: known categories; anything else is counted in OTHER."""
+    counts: list[int]
+    """Reference count per bin (numeric) or per category, OTHER last (categorical)."""
+    sample: list[float] = Field(default_factory=list)
+    """Numeric: a sorted sample of at most SAMPLE_SIZE reference values, for KS."""
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def bin_index(self, values: npt.NDArray[Any]) -> npt.NDArray[np.intp]:
+        """The bin of each value, on this profile's edges or categories."""
+        if self.kind == "numeric":
+            numeric = np.asarray(values, dtype=np.float64)
+            return np.searchsorted(np.asarray(self.edges), numeric, side="left")
+        lookup = {c: i for i, c in enumerate(self.categories)}
+        other = len(self.categories)
+        return np.fromiter((lookup.get(str(v), other) for v in values), np.intp, len(values))
+
+    @property
+    def bins(self) -> int:
+        return len(self.counts)
+
+
+class Profile(BaseModel):
+    """Reference distributions of a model's inputs and predictions."""
+
+    rows: int
+    features: list[FeatureProfile]
+    prediction: FeatureProfile | None = None
+
+    def feature(self, name: str) -> FeatureProfile:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(name)
+
+
+def is_numeric(values: npt.NDArray[Any]) -> bool:
+    return values.dtype.kind in "iuf"
+
+
+def profile_feature(name: str, values: npt.NDArray[Any], seed: int = 0) -> FeatureProfile:
+    """Profile one column; numeric columns by quantiles, everything else by category."""
+    values = np.asarray(values)
+    if is_numeric(values):
+        numeric = values.astype(np.float64)
+        present = numeric[~np.isnan(numeric)]
+        if present.size == 0:
+            raise ValueError(f"feature {name!r} has no non-missing values")
+        quantiles = np.quantile(present, np.linspace(0, 1, NUMERIC_BINS + 1)[1:-1])
+        edges = np.unique(quantiles)
+        counts = np.bincount(np.searchsorted(edges, present, side="left"), minlength=edges.size + 1)
+        rng = np.random.default_rng(seed)
+        sample = (
+            present
+            if present.size <= SAMPLE_SIZE
+            else rng.choice(present, SAMPLE_SIZE, replace=False)
+        )
+        return FeatureProfile(
+            name=name,
+            kind="numeric",
+            count=int(present.size),
+            missing=int(numeric.size - present.size),
+            edges=edges.tolist(),
+            counts=counts.tolist(),
+            sample=np.sort(sample).tolist(),
+            mean=float(present.mean()),
+            std=float(present.std()),
+            min=float(present.min()),
+            max=float(present.max()),
+        )
+    labels = np.array([str(v) for v in values], dtype=object)
+    uniques, counts = np.unique(labels, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:MAX_CATEGORIES]
+    categories = [str(uniques[i]) for i in order]
+    kept = [int(counts[i]) for i in order]
+    return FeatureProfile(
+        name=name,
+        kind="categorical",
+        count=int(labels.size),
+        categories=categories,
+        counts=[*kept, int(labels.size - sum(kept))],
+    )
+
+
+def build_profile(
+    columns: dict[str, npt.NDArray[Any]], predictions: npt.NDArray[Any] | None = None
+) -> Profile:
+    """Profile every input column and, when given, the model's predictions on them."""
+    rows = {len(v) for v in columns.values()}
+    if len(rows) != 1:
+        raise ValueError("reference columns differ in length")
+    return Profile(
+        rows=rows.pop(),
+        features=[profile_feature(name, values) for name, values in columns.items()],
+        prediction=profile_feature("prediction", predictions) if predictions is not None else None,
+    )

@@ -1,0 +1,90 @@
+"""`mlops-serve`: verify the artifact, then serve it with one uvicorn worker per CPU.
+
+    mlops-serve          verify, then serve (settings from MLOPS_SERVING_* variables)
+    mlops-serve verify   fetch and verify only; exit 1 with the reason on any failure
+
+The artifact is fetched and verified once, in this process, before any worker
+starts: a digest mismatch, a missing file or an unknown format ends the process
+with a non-zero status and never reaches a loader.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+
+import uvicorn
+from pydantic import ValidationError
+
+from .app import create_app
+from .bundle import BundleError, open_bundle
+from .digest import DigestMismatchError
+from .fetch import materialize
+from .loaders import container_cpus
+from .settings import ServingSettings
+
+log = logging.getLogger("mlops_serving")
+
+
+def app_from_env() -> object:
+    """uvicorn factory for worker processes: settings from the environment."""
+    return create_app(ServingSettings())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlops-serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", nargs="?", choices=["serve", "verify"], default="serve")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = ServingSettings()
+    except ValidationError as error:
+        print(f"mlops-serve: invalid settings:\n{error}", file=sys.stderr)
+        return 2
+    try:
+        token = (
+            settings.artifact_token_file.read_text().strip()
+            if settings.artifact_token_file
+            else None
+        )
+        directory = materialize(
+            settings.model_uri, settings.model_digest, settings.cache_dir, settings.pvc_root, token
+        )
+        manifest, profile = open_bundle(directory)
+    except (BundleError, DigestMismatchError, OSError) as error:
+        print(f"mlops-serve: artifact rejected: {error}", file=sys.stderr)
+        return 1
+    log.info(
+        "verified %s %s: %s/%s, %d features, %d reference rows",
+        manifest.name,
+        manifest.version,
+        manifest.framework,
+        manifest.format,
+        len(manifest.features),
+        profile.rows,
+    )
+    if args.command == "verify":
+        return 0
+    workers = settings.workers or container_cpus()
+    if workers > 1:
+        shared = tempfile.mkdtemp(prefix="mlops-serving-", dir=settings.cache_dir)
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(shared, "metrics"))
+        os.environ.setdefault("MLOPS_SERVING_CAPTURE_DIR", os.path.join(shared, "capture"))
+        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    uvicorn.run(
+        "mlops_serving.serve:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        access_log=False,
+        log_level=settings.log_level,
+        loop="uvloop",
+        http="httptools",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Serving settings, from MLOPS_SERVING_* environment variables (the image's interface)."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    """Everything the serving process reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_SERVING_", use_attribute_docstrings=True)
+
+    model_uri: str
+    """Artifact URI: file://, pvc://claim/path, http(s)://, s3://."""
+    model_digest: str | None = None
+    """Pinned sha256:<hex> digest of the artifact; loading refuses without one."""
+    model_name: str | None = None
+    """Name served under /v2/models/{name}; defaults to the bundle's."""
+    model_version: str | None = None
+    """Version served; defaults to the bundle's."""
+    track: str = "stable"
+    """Track label on metrics (stable, canary, mirror)."""
+    host: str = "0.0.0.0"  # noqa: S104 - a container serves on all its interfaces
+    """Listen address."""
+    port: int = Field(default=8080, ge=1, le=65535)
+    """Listen port."""
+    workers: int | None = Field(default=None, ge=1)
+    """uvicorn worker processes; default one per CPU available to the container."""
+    cache_dir: Path = Path("/tmp/mlops-serving")  # noqa: S108 - writable emptyDir in the pod
+    """Where artifacts are downloaded and unpacked."""
+    pvc_root: Path = Path("/mnt/models")
+    """Where pvc://claim/... volumes are mounted (one directory per claim)."""
+    artifact_token_file: Path | None = None
+    """Bearer token file for http(s) artifact downloads."""
+    auth_token_file: Path | None = None
+    """If set, inference routes require `Authorization: Bearer <token in this file>`."""
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest accepted request body; larger ones get 413."""
+    max_batch_size: int = Field(default=0, ge=0, le=4096)
+    """Dynamic batching: most rows per model call (0 disables batching)."""
+    max_latency_ms: float = Field(default=2.0, ge=0, le=1000)
+    """Dynamic batching: longest a request waits for others."""
+    inline_threshold_ms: float = Field(default=1.0, ge=0)
+    """Predict on the event loop when a call takes less than this; else in a thread."""
+    capture_sample_rate: float = Field(default=1.0, ge=0, le=1)
+    """Share of requests whose inputs and outputs are captured for drift monitoring."""
+    capture_window_seconds: int = Field(default=60, ge=1)
+    """Width of one capture window."""
+    capture_windows: int = Field(default=60, ge=1)
+    """Capture windows kept (the look-back is windows x window seconds)."""
+    capture_reservoir: int = Field(default=1000, ge=0)
+    """Raw rows kept per window in a uniform reservoir sample."""
+    log_level: str = "info"
+    """uvicorn log level."""

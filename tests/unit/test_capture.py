@@ -1,0 +1,96 @@
+"""Capture windows: binning, rotation, reservoir bounds, sampling and merging."""
+
+from pathlib import Path
+
+import numpy as np
+
+from mlops_serving.capture import Capture, SharedCapture, merge_windows
+from mlops_serving.profile import build_profile
+
+
+def make_capture(clock: list[float], **options: float) -> Capture:
+    rng = np.random.default_rng(0)
+    profile = build_profile(
+        {"x": rng.normal(0, 1, 2000), "colour": rng.choice(["a", "b"], 2000)},
+        rng.normal(0, 1, 2000),
+    )
+    settings: dict[str, float] = {
+        "sample_rate": 1.0,
+        "window_seconds": 60,
+        "windows": 3,
+        "reservoir": 5,
+    }
+    settings.update(options)
+    return Capture(
+        profile,
+        sample_rate=settings["sample_rate"],
+        window_seconds=int(settings["window_seconds"]),
+        windows=int(settings["windows"]),
+        reservoir=int(settings["reservoir"]),
+        clock=lambda: clock[0],
+        seed=1,
+    )
+
+
+def rows(n: int) -> np.ndarray:
+    return np.array([[float(i % 7) - 3, "a" if i % 3 else "z"] for i in range(n)], dtype=object)
+
+
+def test_windows_align_rotate_and_stay_bounded() -> None:
+    clock = [120.5]
+    capture = make_capture(clock)
+    capture.record(rows(10), np.zeros(10))
+    clock[0] = 179.9
+    capture.record(rows(5), np.zeros(5))
+    assert [w["start"] for w in capture.snapshot()] == [120]
+    for t in (180, 240, 300, 360):
+        clock[0] = t
+        capture.record(rows(1), np.zeros(1))
+    assert [w["start"] for w in capture.snapshot()] == [240, 300, 360]
+    assert [w["start"] for w in capture.snapshot(since=300)] == [300, 360]
+
+
+def test_counts_reservoir_and_unknown_categories() -> None:
+    capture = make_capture([0.0])
+    capture.record(rows(30), np.linspace(-2, 2, 30))
+    (window,) = capture.snapshot()
+    assert window["rows"] == 30
+    assert sum(window["features"]["x"]) == 30
+    colour = window["features"]["colour"]
+    assert colour[-1] == 10  # "z" is not a reference category: counted as other
+    assert sum(colour) == 30
+    assert sum(window["prediction"]) == 30
+    assert len(window["reservoir"]) == 5
+    assert window["seen"] == 30
+
+
+def test_sample_rate_is_respected() -> None:
+    capture = make_capture([0.0], sample_rate=0.25)
+    sampled = sum(capture.sampled() for _ in range(4000))
+    assert 850 < sampled < 1150
+
+
+def test_windows_from_several_workers_merge_by_adding() -> None:
+    clock = [60.0]
+    first, second = make_capture(clock), make_capture(clock)
+    first.record(rows(4), np.zeros(4))
+    second.record(rows(6), np.zeros(6))
+    (merged,) = merge_windows([*first.snapshot(), *second.snapshot()], reservoir=5)
+    assert merged["rows"] == 10
+    assert sum(merged["features"]["x"]) == 10
+    assert len(merged["reservoir"]) == 5
+
+
+def test_shared_capture_reads_sibling_workers(tmp_path: Path) -> None:
+    folder = tmp_path
+    clock = [60.0]
+    first, second = make_capture(clock), make_capture(clock)
+    worker = SharedCapture(first, folder)
+    sibling = SharedCapture(second, folder)
+    sibling.own = folder / "other.json"
+    second.record(rows(6), np.zeros(6))
+    sibling.flush()
+    first.record(rows(4), np.zeros(4))
+    view = worker.read()
+    assert view["features"] == ["x", "colour"]
+    assert [w["rows"] for w in view["windows"]] == [10]
