@@ -25,7 +25,7 @@ stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   log "installing the project and its dev tools into .venv"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip install -q -e '.[dev,torch,onnx,mlflow]'
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 

@@ -38,7 +38,7 @@ MODEL_FILES: dict[str, str] = {
 }
 DEFAULT_FORMATS: dict[Framework, Format] = {
     "sklearn": "joblib",
-    "pytorch": "torchscript",
+    "pytorch": "torch-export",
     "onnx": "onnx",
 }
 DATATYPES = {"f": "FP64", "i": "INT64", "u": "UINT64", "b": "BOOL", "O": "BYTES", "U": "BYTES"}

@@ -21,25 +21,18 @@ import numpy.typing as npt
 
 from .profile import Profile
 
+DRAIN_ROWS = 1024
+
 
 @dataclass
 class Window:
     start: int
+    counts: npt.NDArray[np.int64]
+    """Every feature's bin counts, concatenated in profile order (see Capture.slices)."""
+    prediction: npt.NDArray[np.int64]
     rows: int = 0
-    features: dict[str, list[int]] = field(default_factory=dict)
-    prediction: list[int] = field(default_factory=list)
     reservoir: list[list[Any]] = field(default_factory=list)
     seen: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "start": self.start,
-            "rows": self.rows,
-            "features": self.features,
-            "prediction": self.prediction,
-            "reservoir": self.reservoir,
-            "seen": self.seen,
-        }
 
 
 def merge_windows(windows: Iterable[dict[str, Any]], reservoir: int) -> list[dict[str, Any]]:
@@ -65,7 +58,13 @@ def merge_windows(windows: Iterable[dict[str, Any]], reservoir: int) -> list[dic
 
 
 class Capture:
-    """Time-windowed bin counts and reservoirs for one serving process."""
+    """Time-windowed bin counts and reservoirs for one serving process.
+
+    Binning is vectorised across features: numeric values are compared with a
+    features x edges matrix (padded with +inf) in one numpy expression, and all
+    bins land in one concatenated count vector through a single bincount, so the
+    cost per request hardly grows with the number of features.
+    """
 
     def __init__(
         self,
@@ -85,28 +84,46 @@ class Capture:
         self.reservoir_size = reservoir
         self.clock = clock
         self.random = random.Random(seed)  # noqa: S311 - sampling, not secrets
+        self.rng = np.random.default_rng(seed)
         self.windows: dict[int, Window] = {}
         self.features = profile.features
-        self.numeric = [
-            (i, f.name, np.asarray(f.edges), f.bins)
+        offsets = np.cumsum([0, *(f.bins for f in profile.features)])
+        self.total_bins = int(offsets[-1])
+        self.slices = {
+            f.name: slice(int(offsets[i]), int(offsets[i + 1]))
             for i, f in enumerate(profile.features)
-            if f.kind == "numeric"
-        ]
+        }
+        numeric = [i for i, f in enumerate(profile.features) if f.kind == "numeric"]
+        self.numeric_columns = np.array(numeric, dtype=np.intp)
+        self.numeric_offsets = offsets[numeric].astype(np.intp)
+        self.all_numeric = len(numeric) == len(profile.features)
+        width = max((len(profile.features[i].edges) for i in numeric), default=0)
+        edges = np.full((len(numeric), width), np.inf)
+        for row, i in enumerate(numeric):
+            feature_edges = profile.features[i].edges
+            edges[row, : len(feature_edges)] = feature_edges
+        # Row k holds every numeric feature's k-th edge: bin = how many edges lie below x.
+        self.edges_by_rank = edges.T.copy()
+        self._pending: list[tuple[int, npt.NDArray[Any], npt.NDArray[Any] | None]] = []
+        self._pending_rows = 0
         self.categorical = [
-            (i, f) for i, f in enumerate(profile.features) if f.kind == "categorical"
+            (i, int(offsets[i]), f)
+            for i, f in enumerate(profile.features)
+            if f.kind == "categorical"
         ]
+        prediction = profile.prediction
+        self.prediction_bins = prediction.bins if prediction else 0
 
     def sampled(self) -> bool:
         return self.sample_rate >= 1.0 or self.random.random() < self.sample_rate
 
-    def _window(self) -> Window:
-        start = int(self.clock() // self.window_seconds) * self.window_seconds
+    def _window(self, start: int) -> Window:
         window = self.windows.get(start)
         if window is None:
             window = Window(
                 start=start,
-                features={f.name: [0] * f.bins for f in self.features},
-                prediction=[0] * self.profile.prediction.bins if self.profile.prediction else [],
+                counts=np.zeros(self.total_bins, np.int64),
+                prediction=np.zeros(self.prediction_bins, np.int64),
             )
             self.windows[start] = window
             while len(self.windows) > self.max_windows:
@@ -114,40 +131,78 @@ class Capture:
         return window
 
     def record(self, rows: npt.NDArray[Any], predictions: npt.NDArray[Any] | None) -> None:
-        """Bin a batch of input rows (rows x features) and its primary predictions."""
-        window = self._window()
-        n = len(rows)
-        window.rows += n
-        for column, name, edges, bins in self.numeric:
-            values = rows[:, column].astype(np.float64, copy=False)
-            counts = np.bincount(np.searchsorted(edges, values, side="left"), minlength=bins)
-            target = window.features[name]
-            for b in np.flatnonzero(counts):
-                target[b] += int(counts[b])
-        for column, feature in self.categorical:
-            target = window.features[feature.name]
-            for b in feature.bin_index(rows[:, column]):
-                target[b] += 1
+        """Queue a batch of input rows (rows x features) and its primary predictions.
+
+        Binning runs once DRAIN_ROWS rows are queued (or when read): numpy's cost per
+        value falls several times between a 1-row and a 1000-row array.
+        """
+        start = int(self.clock() // self.window_seconds) * self.window_seconds
+        self._pending.append((start, rows, predictions))
+        self._pending_rows += len(rows)
+        if self._pending_rows >= DRAIN_ROWS:
+            self.drain()
+
+    def drain(self) -> None:
+        """Bin every queued batch into its window."""
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        groups: dict[int, list[tuple[npt.NDArray[Any], npt.NDArray[Any] | None]]] = {}
+        for start, rows, predictions in pending:
+            groups.setdefault(start, []).append((rows, predictions))
+        for start, batches in groups.items():
+            window = self._window(start)
+            rows = batches[0][0] if len(batches) == 1 else np.concatenate([b[0] for b in batches])
+            predicted = [p for r, p in batches if p is not None and len(p) == len(r)]
+            self._bin(window, rows, np.concatenate(predicted) if predicted else None)
+            self._reserve(window, rows)
+
+    def _bin(
+        self, window: Window, rows: npt.NDArray[Any], predictions: npt.NDArray[Any] | None
+    ) -> None:
+        window.rows += len(rows)
+        if self.numeric_columns.size:
+            values = rows if self.all_numeric else rows[:, self.numeric_columns]
+            values = values.astype(np.float64, copy=False)
+            bins = np.broadcast_to(self.numeric_offsets, values.shape).copy()
+            for edge in self.edges_by_rank:
+                bins += values > edge
+            window.counts += np.bincount(bins.ravel(), minlength=self.total_bins)
+        for column, offset, feature in self.categorical:
+            window.counts += np.bincount(
+                offset + feature.bin_index(rows[:, column]), minlength=self.total_bins
+            )
         prediction = self.profile.prediction
-        if prediction is not None and predictions is not None and len(predictions) == n:
-            for b in prediction.bin_index(predictions):
-                window.prediction[b] += 1
-        self._reserve(window, rows)
+        if prediction is not None and predictions is not None:
+            window.prediction += np.bincount(
+                prediction.bin_index(predictions), minlength=self.prediction_bins
+            )
 
     def _reserve(self, window: Window, rows: npt.NDArray[Any]) -> None:
-        size = self.reservoir_size
-        for row in rows:
-            window.seen += 1
-            if len(window.reservoir) < size:
-                window.reservoir.append(row.tolist())
-            elif size:
-                slot = self.random.randrange(window.seen)
-                if slot < size:
-                    window.reservoir[slot] = row.tolist()
+        """Uniform reservoir sampling (algorithm R), vectorised over the batch."""
+        size, n = self.reservoir_size, len(rows)
+        space = min(max(size - len(window.reservoir), 0), n)
+        if space:
+            window.reservoir.extend(rows[:space].tolist())
+        if space < n and size:
+            positions = window.seen + np.arange(space + 1, n + 1)
+            slots = (self.rng.random(n - space) * positions).astype(np.int64)
+            for offset in np.flatnonzero(slots < size):
+                window.reservoir[slots[offset]] = rows[space + offset].tolist()
+        window.seen += n
+
+    def to_json(self, window: Window) -> dict[str, Any]:
+        return {
+            "start": window.start,
+            "rows": window.rows,
+            "features": {name: window.counts[part].tolist() for name, part in self.slices.items()},
+            "prediction": window.prediction.tolist(),
+            "reservoir": window.reservoir,
+            "seen": window.seen,
+        }
 
     def snapshot(self, since: float | None = None) -> list[dict[str, Any]]:
+        self.drain()
         return [
-            w.to_json()
+            self.to_json(w)
             for s, w in sorted(self.windows.items())
             if since is None or s + self.window_seconds > since
         ]

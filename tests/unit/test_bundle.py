@@ -20,7 +20,7 @@ from mlops_serving.fetch import materialize
 from mlops_serving.loaders import load_model
 from mlops_serving.profile import build_profile
 
-from .conftest import BuiltBundle, Iris
+from .conftest import BuiltBundle, Iris, require
 
 
 class Exploit:
@@ -274,3 +274,37 @@ def test_import_mlflow_sklearn_model_keeps_run_lineage(iris: Iris, tmp_path: Pat
     assert manifest.lineage.run_id == "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
     assert manifest.framework == "sklearn"
     assert os.path.exists(out / "model.joblib")
+
+
+def test_import_a_model_logged_by_mlflow(
+    iris: Iris, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mlflow = require("mlflow")
+    require("mlflow.sklearn")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow-skinny has no database backend
+    mlflow.set_tracking_uri(f"file://{tmp_path / 'mlruns'}")
+    mlflow.set_experiment("iris")
+    with mlflow.start_run() as run:
+        logged = mlflow.sklearn.log_model(iris.model, name="model")
+    local = Path(
+        mlflow.artifacts.download_artifacts(logged.model_uri, dst_path=str(tmp_path / "dl"))
+    )
+    iris.frame.to_parquet(tmp_path / "ref.parquet")
+    out = tmp_path / "iris.tar.gz"
+    names = ["--name", "iris", "--version", "5", "--out", str(out)]
+    assert (
+        bundle_cli(
+            ["import-mlflow", str(local), "--reference", str(tmp_path / "ref.parquet"), *names]
+        )
+        == 0
+    )
+    manifest, _ = open_bundle(unpack(out, tmp_path / "u"))
+    assert manifest.lineage is not None
+    assert manifest.lineage.run_id == run.info.run_id
+    assert manifest.lineage.dataset_digest == file_digest(tmp_path / "ref.parquet")
+    rows = iris.frame.to_numpy()
+    assert (
+        load_model(tmp_path / "u", manifest).predict(rows).primary.tolist()
+        == iris.model.predict(rows).tolist()
+    )
