@@ -4,3 +4,20 @@ GROUP = "mlops.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "mlops"
+
+FINALIZER = f"{GROUP}/finalizer"
+FIELD_MANAGER = "mlops-operator"
+
+# Labels on every child object.
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "mlops-operator"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_DEPLOYMENT = f"{GROUP}/deployment"
+LABEL_TRACK = f"{GROUP}/track"
+LABEL_MODEL = f"{GROUP}/model"
+LABEL_VERSION = f"{GROUP}/version"
+
+SERVING_PORT = 8080
+ARTIFACT_CACHE = "/tmp/mlops-serving"  # noqa: S108 - an emptyDir mounted in the pod
+PVC_ROOT = "/mnt/models"

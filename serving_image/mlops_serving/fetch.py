@@ -32,7 +32,9 @@ def local_path(uri: str, pvc_root: Path) -> Path | None:
     return None
 
 
-def _open_remote(uri: str, token: str | None) -> BinaryIO:
+def _open_remote(
+    uri: str, token: str | None, s3_credentials: tuple[str, str] | None = None
+) -> BinaryIO:
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
         request = urllib.request.Request(uri)  # noqa: S310 - scheme checked above
@@ -46,10 +48,29 @@ def _open_remote(uri: str, token: str | None) -> BinaryIO:
         except ImportError as error:
             raise BundleError("s3:// artifacts need boto3 (pip install boto3)") from error
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        s3 = boto3.client("s3", endpoint_url=endpoint)
+        keys = {}
+        if s3_credentials:
+            keys = {
+                "aws_access_key_id": s3_credentials[0],
+                "aws_secret_access_key": s3_credentials[1],
+            }
+        s3 = boto3.client("s3", endpoint_url=endpoint, **keys)
         body: BinaryIO = s3.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"]
         return body
     raise BundleError(f"artifact uri {uri!r}: unsupported scheme (use {', '.join(SCHEMES)})")
+
+
+def remote_digest(
+    uri: str, token: str | None = None, s3_credentials: tuple[str, str] | None = None
+) -> tuple[str, int]:
+    """sha256 digest and size of a remote artifact, streamed without keeping it."""
+    sha = hashlib.sha256()
+    size = 0
+    with _open_remote(uri, token, s3_credentials) as source:
+        while chunk := source.read(CHUNK):
+            sha.update(chunk)
+            size += len(chunk)
+    return f"sha256:{sha.hexdigest()}", size
 
 
 def download(uri: str, digest: str, target: Path, token: str | None = None) -> Path:

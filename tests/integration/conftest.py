@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from mlops_operator.api import RESOURCES
+from mlops_operator.constants import GROUP
+
 from .kube import ROOT, Cluster, cluster_required, namespace_name, wait_until
 
 CLUSTER_SH = ROOT / "hack" / "cluster.sh"
@@ -77,3 +80,16 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     )
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    for resource in RESOURCES:
+        cluster.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s",
+            f"crd/{resource.plural}.{GROUP}",
+        )  # fmt: skip
+
+
+from .operator_fixture import operator  # noqa: E402, F401 - a shared session fixture

@@ -33,16 +33,6 @@ def by_kind(kind: str) -> Resource:
     return next(r for r in RESOURCES if r.kind == kind)
 
 
-@pytest.fixture(scope="session")
-def crds(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    for resource in RESOURCES:
-        cluster.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s",
-            f"crd/{resource.plural}.{GROUP}",
-        )  # fmt: skip
-
-
 def contains(stored: Any, given: Any) -> bool:
     """Whether everything given is stored unchanged (the server may add defaults)."""
     if isinstance(given, dict):

@@ -1,0 +1,386 @@
+"""Pure builders: a ModelDeployment's spec and its resolved ModelVersions in, the
+Kubernetes objects of each track out. No client, no kopf, no I/O, so every
+object the operator applies can be checked in unit tests (import-linter keeps
+it that way).
+"""
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from mlops_operator.api.modeldeployment import ModelDeploymentSpec
+from mlops_operator.constants import (
+    API_VERSION,
+    ARTIFACT_CACHE,
+    LABEL_COMPONENT,
+    LABEL_DEPLOYMENT,
+    LABEL_MANAGED_BY,
+    LABEL_MODEL,
+    LABEL_NAME,
+    LABEL_TRACK,
+    LABEL_VERSION,
+    MANAGED_BY,
+    PVC_ROOT,
+    SERVING_PORT,
+)
+
+Manifest = dict[str, Any]
+SECRETS_ROOT = "/var/run/secrets/mlops"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The ModelDeployment that owns the children."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class ResolvedVersion:
+    """The ModelVersion a track runs, as the builders need it."""
+
+    object_name: str
+    model: str
+    version: str
+    uri: str
+    digest: str | None
+    secret_name: str | None = None
+    secret_key: str | None = None
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Operator-wide defaults."""
+
+    image: str
+    default_replicas: int = 1
+    cluster_domain: str = "cluster.local"
+
+
+def child_name(owner: str, track: str) -> str:
+    """`<owner>-<track>`, shortened with a hash when it would pass 63 characters."""
+    name = f"{owner}-{track}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{owner[: 63 - len(track) - 10]}-{digest}-{track}"
+
+
+def selector_labels(owner: Owner, track: str) -> dict[str, str]:
+    return {LABEL_DEPLOYMENT: owner.name, LABEL_TRACK: track}
+
+
+def labels(owner: Owner, track: str, version: ResolvedVersion) -> dict[str, str]:
+    return {
+        **selector_labels(owner, track),
+        LABEL_NAME: "mlops-serving",
+        LABEL_COMPONENT: f"track-{track}",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_MODEL: version.model,
+        LABEL_VERSION: version.version[:63],
+    }
+
+
+def owner_references(owner: Owner) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": "ModelDeployment",
+            "name": owner.name,
+            "uid": owner.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+def _metadata(owner: Owner, track: str, version: ResolvedVersion) -> dict[str, Any]:
+    return {
+        "name": child_name(owner.name, track),
+        "namespace": owner.namespace,
+        "labels": labels(owner, track, version),
+        "ownerReferences": owner_references(owner),
+    }
+
+
+def replicas_of(spec: ModelDeploymentSpec, config: RenderConfig) -> int:
+    if spec.autoscaling is not None:
+        return spec.autoscaling.min_replicas
+    return spec.replicas if spec.replicas is not None else config.default_replicas
+
+
+def _artifact_mounts(
+    version: ResolvedVersion,
+) -> tuple[list[Manifest], list[Manifest], list[Manifest]]:
+    """Volumes, mounts and env that give the pod its artifact and credentials."""
+    volumes: list[Manifest] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[Manifest] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108 - the emptyDir
+    env: list[Manifest] = []
+    parsed = urlparse(version.uri)
+    if parsed.scheme == "pvc":
+        volumes.append(
+            {
+                "name": "model-store",
+                "persistentVolumeClaim": {"claimName": parsed.netloc, "readOnly": True},
+            }
+        )
+        mounts.append(
+            {"name": "model-store", "mountPath": f"{PVC_ROOT}/{parsed.netloc}", "readOnly": True}
+        )
+    if version.secret_name and version.secret_key:
+        path = f"{SECRETS_ROOT}/artifact"
+        volumes.append(
+            {
+                "name": "artifact-credentials",
+                "secret": {
+                    "secretName": version.secret_name,
+                    "items": [{"key": version.secret_key, "path": "credentials"}],
+                },
+            }
+        )
+        mounts.append({"name": "artifact-credentials", "mountPath": path, "readOnly": True})
+        variable = (
+            "AWS_SHARED_CREDENTIALS_FILE"
+            if parsed.scheme == "s3"
+            else "MLOPS_SERVING_ARTIFACT_TOKEN_FILE"
+        )
+        env.append({"name": variable, "value": f"{path}/credentials"})
+    return volumes, mounts, env
+
+
+def _serving_env(
+    spec: ModelDeploymentSpec, owner: Owner, track: str, version: ResolvedVersion
+) -> list[Manifest]:
+    env: list[Manifest] = [
+        {"name": "MLOPS_SERVING_MODEL_URI", "value": version.uri},
+        {"name": "MLOPS_SERVING_MODEL_NAME", "value": spec.model},
+        {"name": "MLOPS_SERVING_MODEL_VERSION", "value": version.version},
+        {"name": "MLOPS_SERVING_TRACK", "value": track},
+        {"name": "MLOPS_SERVING_PORT", "value": str(SERVING_PORT)},
+        {"name": "MLOPS_SERVING_CACHE_DIR", "value": ARTIFACT_CACHE},
+        {
+            "name": "MLOPS_SERVING_CAPTURE_SAMPLE_RATE",
+            "value": str(spec.serving.capture.sample_rate),
+        },
+    ]
+    if version.digest:
+        env.insert(1, {"name": "MLOPS_SERVING_MODEL_DIGEST", "value": version.digest})
+    if spec.serving.batching is not None:
+        env.append(
+            {
+                "name": "MLOPS_SERVING_MAX_BATCH_SIZE",
+                "value": str(spec.serving.batching.max_batch_size),
+            }
+        )
+        env.append(
+            {
+                "name": "MLOPS_SERVING_MAX_LATENCY_MS",
+                "value": str(spec.serving.batching.max_latency_ms),
+            }
+        )
+    if spec.serving.auth_secret_ref is not None:
+        env.append({"name": "MLOPS_SERVING_AUTH_TOKEN_FILE", "value": f"{SECRETS_ROOT}/auth/token"})
+    if spec.resources and spec.resources.limits and "cpu" in spec.resources.limits:
+        env.append(
+            {
+                "name": "MLOPS_SERVING_WORKERS",
+                "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}},
+            }
+        )
+    return env
+
+
+def render_deployment(
+    spec: ModelDeploymentSpec,
+    owner: Owner,
+    track: str,
+    version: ResolvedVersion,
+    config: RenderConfig,
+) -> Manifest:
+    """The track's Deployment: the serving image pinned to the artifact and its digest,
+    probes on the health routes, restricted security context, spread across zones."""
+    volumes, mounts, artifact_env = _artifact_mounts(version)
+    if spec.serving.auth_secret_ref is not None:
+        ref = spec.serving.auth_secret_ref
+        volumes.append(
+            {
+                "name": "auth",
+                "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": "token"}]},
+            }
+        )
+        mounts.append({"name": "auth", "mountPath": f"{SECRETS_ROOT}/auth", "readOnly": True})
+    env = [*_serving_env(spec, owner, track, version), *artifact_env]
+    env += [e.model_dump(by_alias=True, exclude_none=True) for e in spec.env]
+    container: Manifest = {
+        "name": "serving",
+        "image": spec.image or config.image,
+        "args": [],
+        "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
+        "env": env,
+        "volumeMounts": mounts,
+        "startupProbe": _probe("/v2/health/ready", period=2, failures=150),
+        "readinessProbe": _probe("/v2/health/ready", period=5, failures=3),
+        "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if spec.resources is not None:
+        container["resources"] = spec.resources.model_dump(by_alias=True, exclude_none=True)
+    pod_labels = labels(owner, track, version)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, track, version),
+        "spec": {
+            "replicas": replicas_of(spec, config),
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(owner, track)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(SERVING_PORT),
+                        "prometheus.io/path": "/metrics",
+                        "mlops.dev/model-version": version.object_name,
+                    },
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "fsGroup": 65532,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": volumes,
+                    "terminationGracePeriodSeconds": 30,
+                    "topologySpreadConstraints": [
+                        _spread("topology.kubernetes.io/zone", owner, track),
+                        _spread("kubernetes.io/hostname", owner, track),
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _probe(path: str, period: int, failures: int) -> Manifest:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 2,
+    }
+
+
+def _spread(key: str, owner: Owner, track: str) -> Manifest:
+    return {
+        "maxSkew": 1,
+        "topologyKey": key,
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": selector_labels(owner, track)},
+    }
+
+
+def render_service(owner: Owner, track: str, version: ResolvedVersion) -> Manifest:
+    """A ClusterIP Service for the track's pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, track, version),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner, track),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def render_hpa(
+    spec: ModelDeploymentSpec, owner: Owner, track: str, version: ResolvedVersion
+) -> Manifest | None:
+    """An autoscaling/v2 HPA on CPU, when spec.autoscaling is set."""
+    if spec.autoscaling is None:
+        return None
+    scaling = spec.autoscaling
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(owner, track, version),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": child_name(owner.name, track),
+            },
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": scaling.target_cpu_utilization,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_pdb(
+    spec: ModelDeploymentSpec,
+    owner: Owner,
+    track: str,
+    version: ResolvedVersion,
+    config: RenderConfig,
+) -> Manifest | None:
+    """Keep one pod during voluntary disruptions, when the track has more than one."""
+    if replicas_of(spec, config) < 2:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(owner, track, version),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(owner, track)}},
+    }
+
+
+def render_track(
+    spec: ModelDeploymentSpec,
+    owner: Owner,
+    track: str,
+    version: ResolvedVersion,
+    config: RenderConfig,
+) -> list[Manifest]:
+    """Every child of one track, in apply order."""
+    children = [
+        render_deployment(spec, owner, track, version, config),
+        render_service(owner, track, version),
+        render_hpa(spec, owner, track, version),
+        render_pdb(spec, owner, track, version, config),
+    ]
+    return [child for child in children if child is not None]
+
+
+def service_url(owner: Owner, track: str, config: RenderConfig) -> str:
+    return f"http://{child_name(owner.name, track)}.{owner.namespace}.svc.{config.cluster_domain}"

@@ -1,0 +1,62 @@
+"""Status conventions: metav1.Condition bookkeeping (a transition time changes only when
+the status does) and the Event-posting callback reconciles report transitions through."""
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Condition = dict[str, Any]
+Post = Callable[[str, str, str], None]
+"""Posts a Kubernetes Event about the object being reconciled: (type, reason, message)."""
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(type_: str, ok: bool, reason: str, message: str, generation: int | None) -> Condition:
+    return {
+        "type": type_,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+    }
+
+
+def merge(old: list[Condition] | None, new: list[Condition]) -> list[Condition]:
+    """New conditions, each keeping its old lastTransitionTime unless its status changed."""
+    previous = {c["type"]: c for c in old or []}
+    merged = []
+    stamp = now()
+    for item in new:
+        before = previous.get(item["type"])
+        unchanged = before is not None and before.get("status") == item["status"]
+        merged.append(
+            {
+                **item,
+                "lastTransitionTime": before["lastTransitionTime"]
+                if unchanged and before
+                else stamp,
+            }
+        )
+    kept = [c for t, c in previous.items() if t not in {n["type"] for n in new}]
+    return merged + kept
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """Logs a transition and posts it as an Event on the object."""
+
+    logger: logging.Logger | logging.LoggerAdapter[Any]
+    post: Post
+
+    def normal(self, reason: str, message: str) -> None:
+        self.logger.info("%s: %s", reason, message)
+        self.post("Normal", reason, message)
+
+    def warning(self, reason: str, message: str) -> None:
+        self.logger.warning("%s: %s", reason, message)
+        self.post("Warning", reason, message)

@@ -1,0 +1,246 @@
+"""ModelDeployment reconcile: resolve versions, apply the children, mirror readiness.
+
+One idempotent function converges everything, whatever triggered it (a spec
+change, a child's event, a ModelVersion's change, the periodic resync, a
+restart): run twice, or after a crash half-way, it leaves the same objects.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from mlops_operator import kube
+from mlops_operator.api.modeldeployment import ModelDeploymentSpec, ModelRef
+from mlops_operator.builders import (
+    Owner,
+    RenderConfig,
+    ResolvedVersion,
+    child_name,
+    render_track,
+    replicas_of,
+    service_url,
+)
+from mlops_operator.conditions import Reporter, condition, merge
+from mlops_operator.settings import OperatorSettings
+
+PLURAL = "modeldeployments"
+Object = dict[str, Any]
+
+
+class RefusedError(Exception):
+    """The spec cannot be served as it stands; `reason` and the message say why."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class Outcome:
+    phase: str
+    ready: bool
+    message: str
+
+
+def _approved(mv: Object) -> bool:
+    return bool(mv.get("status", {}).get("approval", {}).get("state") == "Approved")
+
+
+def _artifact_failed(mv: Object) -> str | None:
+    for item in mv.get("status", {}).get("conditions", []):
+        if item.get("type") == "ArtifactVerified" and item.get("status") == "False":
+            return str(item.get("message", "artifact verification failed"))
+    return None
+
+
+def resolve(
+    ref: ModelRef, model: str, versions: list[Object], track: str, require_approval: bool
+) -> ResolvedVersion:
+    """The ModelVersion a track's ref names, or RefusedError with a reason a person can act on."""
+    if ref.version is not None:
+        matches = [mv for mv in versions if str(mv["spec"].get("version")) == ref.version]
+        wanted = f"version {ref.version!r}"
+    else:
+        matches = [mv for mv in versions if ref.alias in mv["spec"].get("aliases", [])]
+        wanted = f"alias {ref.alias!r}"
+    if not matches:
+        raise RefusedError(
+            "ModelVersionNotFound", f"{track}: no ModelVersion of model {model!r} has {wanted}"
+        )
+    if len(matches) > 1:
+        names = ", ".join(sorted(mv["metadata"]["name"] for mv in matches))
+        raise RefusedError(
+            "AmbiguousModelVersion", f"{track}: {wanted} of model {model!r} matches {names}"
+        )
+    mv = matches[0]
+    name = mv["metadata"]["name"]
+    version = str(mv["spec"]["version"])
+    if require_approval and not _approved(mv):
+        state = mv.get("status", {}).get("approval", {}).get("state", "Pending")
+        raise RefusedError(
+            "NotApproved",
+            f"{track}: ModelVersion {name} (version {version}) is not approved "
+            f"(approval state {state}); spec.requireApproval is set",
+        )
+    if failure := _artifact_failed(mv):
+        raise RefusedError(
+            "ArtifactNotVerified", f"{track}: ModelVersion {name} (version {version}): {failure}"
+        )
+    artifact = mv["spec"]["artifact"]
+    secret = artifact.get("secretRef") or {}
+    return ResolvedVersion(
+        object_name=name,
+        model=model,
+        version=version,
+        uri=artifact["uri"],
+        digest=artifact.get("digest"),
+        secret_name=secret.get("name"),
+        secret_key=secret.get("key"),
+    )
+
+
+def _track_status(
+    deployment: Object | None, version: ResolvedVersion, desired: int
+) -> tuple[Object, bool, str]:
+    """Per-track status, whether the track is rolled out and ready, and why not."""
+    status = (deployment or {}).get("status", {})
+    generation = (deployment or {}).get("metadata", {}).get("generation", 0)
+    ready = int(status.get("readyReplicas", 0))
+    updated = int(status.get("updatedReplicas", 0))
+    track: Object = {
+        "version": version.version,
+        "modelVersion": version.object_name,
+        "replicas": desired,
+        "readyReplicas": ready,
+    }
+    if version.digest:
+        track["digest"] = version.digest
+    if deployment is None:
+        return track, False, "Deployment not created yet"
+    for item in status.get("conditions", []):
+        if item.get("type") == "Progressing" and item.get("reason") == "ProgressDeadlineExceeded":
+            return track, False, f"rollout stalled: {item.get('message', '')}"
+    if int(status.get("observedGeneration", 0)) < generation:
+        return track, False, "rollout not observed yet"
+    if updated < desired or ready < desired or int(status.get("replicas", 0)) > desired:
+        return track, False, f"{ready}/{desired} replicas ready, {updated} updated"
+    return track, True, f"{ready}/{desired} replicas ready"
+
+
+def reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> Outcome:
+    """Converge one ModelDeployment's children and status; see the module docstring."""
+    meta = mdep["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    with kube.object_lock(namespace, name):
+        return _reconcile(mdep, settings, report)
+
+
+def _reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> Outcome:
+    meta = mdep["metadata"]
+    namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+    old_status: Object = mdep.get("status") or {}
+    config = RenderConfig(
+        settings.serving_image, settings.default_replicas, settings.cluster_domain
+    )
+    owner = Owner(name, namespace, meta["uid"])
+    try:
+        spec = ModelDeploymentSpec.model_validate(mdep.get("spec", {}))
+        versions = kube.list_model_versions(namespace, spec.model)
+        stable = resolve(spec.stable, spec.model, versions, "stable", spec.require_approval)
+    except ValidationError as error:
+        return _refuse(mdep, RefusedError("InvalidSpec", str(error)), generation, report)
+    except RefusedError as refusal:
+        return _refuse(mdep, refusal, generation, report)
+    desired = render_track(spec, owner, "stable", stable, config)
+    wanted = {(obj["kind"], obj["metadata"]["name"]) for obj in desired}
+    applied = {obj["kind"]: kube.apply(obj) for obj in desired}
+    for child in kube.children(namespace, name):
+        key = (child["kind"], child["metadata"]["name"])
+        if key not in wanted:
+            kube.delete(child["kind"], namespace, key[1])
+            report.normal("ChildDeleted", f"deleted {key[0]} {key[1]}: no longer part of the spec")
+    deployment = (
+        kube.read_child("Deployment", namespace, child_name(name, "stable"))
+        or applied["Deployment"]
+    )
+    replicas = replicas_of(spec, config)
+    track, ready, why = _track_status(deployment, stable, replicas)
+    previous = (old_status.get("tracks") or {}).get("stable", {}).get("modelVersion")
+    if previous != stable.object_name:
+        report.normal(
+            "RollingOut",
+            f"stable track: ModelVersion {stable.object_name} (version {stable.version})",
+        )
+    phase = (
+        "Ready" if ready else ("Degraded" if why.startswith("rollout stalled") else "Progressing")
+    )
+    status: Object = {
+        "phase": phase,
+        "observedGeneration": generation,
+        "tracks": {"stable": track, "canary": None, "mirror": None},
+        "ready": f"{track['readyReplicas']}/{replicas}",
+        "traffic": {"stableWeight": 100, "canaryWeight": 0, "mirrorPercent": 0},
+        "url": service_url(owner, "stable", config),
+        "conditions": merge(
+            old_status.get("conditions"),
+            [
+                condition("Ready", ready, "Available" if ready else "RollingOut", why, generation),
+                condition(
+                    "Progressing",
+                    not ready and phase != "Degraded",
+                    "RollingOut" if not ready else "Complete",
+                    why,
+                    generation,
+                ),
+                condition(
+                    "Degraded",
+                    phase == "Degraded",
+                    "RolloutStalled" if phase == "Degraded" else "AsExpected",
+                    why if phase == "Degraded" else "",
+                    generation,
+                ),
+            ],
+        ),
+    }
+    if ready and old_status.get("phase") != "Ready":
+        report.normal("Ready", f"stable track ready: {why}")
+    kube.patch_status(PLURAL, namespace, name, status)
+    return Outcome(phase, ready, why)
+
+
+def _refuse(
+    mdep: Object,
+    refusal: RefusedError,
+    generation: int | None,
+    report: Reporter,
+) -> Outcome:
+    """Report why nothing was changed; the running children stay as they are."""
+    meta = mdep["metadata"]
+    old_status: Object = mdep.get("status") or {}
+    if not any(
+        c.get("reason") == refusal.reason and c.get("message") == refusal.message
+        for c in old_status.get("conditions", [])
+    ):
+        report.warning(refusal.reason, refusal.message)
+    status: Object = {
+        "phase": "Pending" if not old_status.get("tracks") else "Degraded",
+        "observedGeneration": generation,
+        "conditions": merge(
+            old_status.get("conditions"),
+            [
+                condition("Ready", False, refusal.reason, refusal.message, generation),
+                condition("Progressing", False, refusal.reason, refusal.message, generation),
+                condition("Degraded", True, refusal.reason, refusal.message, generation),
+            ],
+        ),
+    }
+    kube.patch_status(PLURAL, meta["namespace"], meta["name"], status)
+    return Outcome(status["phase"], False, refusal.message)
+
+
+def following(model_version: Object, deployments: list[Object]) -> list[Object]:
+    """ModelDeployments of the same model, which a change to this version may move."""
+    model = model_version.get("spec", {}).get("model")
+    return [d for d in deployments if d.get("spec", {}).get("model") == model]

@@ -1,0 +1,250 @@
+"""ModelVersion reconcile: verify the artifact, record approval, guard aliases.
+
+Approval is an act checked by the API server's authorization: the admission
+webhook (approval.py) lets a request set the `mlops.dev/approval` annotation
+only for users allowed the custom verb `approve` on modelversions.mlops.dev,
+and signs who did it and when. This module trusts only signed approvals, and
+copies them into status, where users without status rights cannot write.
+"""
+
+import configparser
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from mlops_operator import approval, kube
+from mlops_operator.conditions import Reporter, condition, merge, now
+from mlops_operator.settings import OperatorSettings
+from mlops_serving.digest import file_digest
+from mlops_serving.fetch import remote_digest
+
+PLURAL = "modelversions"
+HISTORY_LIMIT = 50
+Object = dict[str, Any]
+
+
+def _secret_value(namespace: str, ref: Object) -> str:
+    from kubernetes import client  # noqa: PLC0415 - kube.py owns the client; this is its one reader
+
+    secret = client.CoreV1Api(kube.api_client()).read_namespaced_secret(ref["name"], namespace)
+    import base64  # noqa: PLC0415
+
+    data = (secret.data or {}).get(ref["key"])
+    if data is None:
+        raise ValueError(f"Secret {ref['name']} has no key {ref['key']!r}")
+    return base64.b64decode(data).decode()
+
+
+def verify_artifact(mv: Object, settings: OperatorSettings) -> tuple[bool | None, str, Object]:
+    """(verified, message, artifact status); verified None when only the pod can check."""
+    namespace = mv["metadata"]["namespace"]
+    artifact = mv["spec"]["artifact"]
+    uri, pinned = artifact["uri"], artifact.get("digest")
+    scheme = urlparse(uri).scheme
+    if not settings.verify_artifacts or scheme in ("pvc", "gs"):
+        return None, f"{scheme}:// artifacts are verified by the serving pod before loading", {}
+    if pinned is None:
+        return None, "no digest pinned; the serving pod refuses to load it", {}
+    try:
+        token, credentials = None, None
+        if artifact.get("secretRef"):
+            value = _secret_value(namespace, artifact["secretRef"])
+            if scheme == "s3":
+                parsed = configparser.ConfigParser()
+                parsed.read_string(value)
+                section = parsed[parsed.sections()[0]] if parsed.sections() else parsed["DEFAULT"]
+                credentials = (section["aws_access_key_id"], section["aws_secret_access_key"])
+            else:
+                token = value.strip()
+        if scheme == "file":
+            path = Path(urlparse(uri).path)
+            target = path / "bundle.json" if path.is_dir() else path
+            digest, size = file_digest(target), target.stat().st_size
+        else:
+            digest, size = remote_digest(uri, token, credentials)
+    except Exception as error:  # noqa: BLE001 - any fetch failure is reported, then retried
+        return False, f"spec.artifact.uri: cannot fetch {uri}: {error}", {}
+    status = {
+        "verifiedDigest": digest,
+        "sizeBytes": size,
+        "verifiedAt": now(),
+        "verifiedBy": "operator",
+    }
+    if digest != pinned:
+        return (
+            False,
+            f"spec.artifact.digest: {uri} hashes to {digest}, not the pinned {pinned}",
+            status,
+        )
+    return True, f"{uri} matches {pinned} ({size} bytes)", status
+
+
+@dataclass
+class Progress:
+    """What one reconcile has found so far."""
+
+    old: Object
+    generation: int | None
+    history: list[Object]
+    conditions: list[Object] = field(default_factory=list)
+
+    def record(self, entry: Object) -> None:
+        self.history = [*self.history, entry][-HISTORY_LIMIT:]
+
+
+def reconcile(mv: Object, settings: OperatorSettings, report: Reporter) -> Object:
+    """Converge one ModelVersion's status; returns it (also written to the API)."""
+    meta = mv["metadata"]
+    old: Object = mv.get("status") or {}
+    progress = Progress(old, meta.get("generation"), list(old.get("history", [])))
+    verified, message, artifact_status = _artifact(mv, settings, report, progress)
+    approval_status = _approval(mv, report, progress)
+    _stage(mv, report, progress)
+    conflict = _aliases(mv, report, progress)
+    ready = verified is not False and not conflict
+    if ready:
+        reason, why = "Ready", "usable by ModelDeployments"
+    elif conflict:
+        reason, why = "AliasConflict", conflict
+    else:
+        reason, why = "ArtifactRejected", message
+    progress.conditions.insert(0, condition("Ready", ready, reason, why, progress.generation))
+    status: Object = {
+        "phase": "Ready" if ready else "Failed",
+        "observedGeneration": progress.generation,
+        "approval": approval_status,
+        "history": progress.history,
+        "deployedBy": _deployed_by(mv),
+        "conditions": merge(old.get("conditions"), progress.conditions),
+    }
+    if artifact_status:
+        status["artifact"] = artifact_status
+    kube.patch_status(PLURAL, meta["namespace"], meta["name"], status)
+    return status
+
+
+def _artifact(
+    mv: Object, settings: OperatorSettings, report: Reporter, progress: Progress
+) -> tuple[bool | None, str, Object]:
+    """Verify the artifact once per pinned digest; a failure is retried on the next resync."""
+    artifact = mv["spec"]["artifact"]
+    known: Object = progress.old.get("artifact") or {}
+    verified: bool | None
+    if known and known.get("verifiedDigest") == artifact.get("digest"):
+        verified, message, status = (
+            True,
+            f"{artifact['uri']} matches {known['verifiedDigest']}",
+            known,
+        )
+    else:
+        verified, message, status = verify_artifact(mv, settings)
+        if verified is not None:
+            progress.record(
+                {
+                    "time": now(),
+                    "type": "Artifact",
+                    "to": "Verified" if verified else "Failed",
+                    "message": message,
+                }
+            )
+            if verified:
+                report.normal("ArtifactVerified", message)
+            elif (_condition(progress.old, "ArtifactVerified") or {}).get("message") != message:
+                report.warning("ArtifactRejected", message)
+    reason = {True: "DigestMatches", False: "VerificationFailed", None: "VerifiedByPod"}[verified]
+    item = condition("ArtifactVerified", bool(verified), reason, message, progress.generation)
+    if verified is None:
+        item["status"] = "Unknown"
+    progress.conditions.append(item)
+    return verified, message, status
+
+
+def _approval(mv: Object, report: Reporter, progress: Progress) -> Object:
+    """Copy a signed approval into status; unsigned claims change nothing."""
+    before: Object = progress.old.get("approval") or {"state": "Pending"}
+    current = dict(before)
+    recorded = approval.read(mv)
+    if recorded is not None and (recorded.state, recorded.by) != (
+        before.get("state"),
+        before.get("approvedBy"),
+    ):
+        current = {"state": recorded.state, "approvedBy": recorded.by, "approvedAt": recorded.at}
+        progress.record(
+            {
+                "time": recorded.at,
+                "type": "Approval",
+                "from": before.get("state", "Pending"),
+                "to": recorded.state,
+                "by": recorded.by,
+            }
+        )
+        report.normal(recorded.state, f"{recorded.state.lower()} by {recorded.by}")
+    approved = current.get("state") == "Approved"
+    message = (
+        f"approved by {current.get('approvedBy')}"
+        if approved
+        else f"approval state {current['state']}"
+    )
+    progress.conditions.append(
+        condition("Approved", approved, current["state"], message, progress.generation)
+    )
+    return current
+
+
+def _stage(mv: Object, report: Reporter, progress: Progress) -> None:
+    stage = mv["spec"].get("stage", "None")
+    before = next(
+        (h.get("to") for h in reversed(progress.history) if h.get("type") == "Stage"), "None"
+    )
+    if stage != before:
+        progress.record({"time": now(), "type": "Stage", "from": before, "to": stage})
+        report.normal("StageChanged", f"stage {before} -> {stage}")
+
+
+def _aliases(mv: Object, report: Reporter, progress: Progress) -> str | None:
+    conflict = _alias_conflict(mv)
+    if conflict:
+        if (_condition(progress.old, "AliasConflict") or {}).get("status") != "True":
+            report.warning("AliasConflict", conflict)
+        progress.conditions.append(
+            condition("AliasConflict", True, "AliasInUse", conflict, progress.generation)
+        )
+    else:
+        progress.conditions.append(
+            condition("AliasConflict", False, "Unique", "aliases are unique", progress.generation)
+        )
+    return conflict
+
+
+def _condition(status: Object, kind: str) -> Object | None:
+    return next((c for c in status.get("conditions", []) if c.get("type") == kind), None)
+
+
+def _alias_conflict(mv: Object) -> str | None:
+    """An alias is unique per model in a namespace; the oldest holder keeps it."""
+    meta, spec = mv["metadata"], mv["spec"]
+    aliases = set(spec.get("aliases", []))
+    if not aliases:
+        return None
+    mine = (meta.get("creationTimestamp", ""), meta["name"])
+    for other in kube.list_model_versions(meta["namespace"], spec["model"]):
+        if other["metadata"]["name"] == meta["name"]:
+            continue
+        shared = aliases & set(other["spec"].get("aliases", []))
+        theirs = (other["metadata"].get("creationTimestamp", ""), other["metadata"]["name"])
+        if shared and theirs < mine:
+            alias = sorted(shared)[0]
+            holder = other["metadata"]["name"]
+            return f"spec.aliases: alias {alias!r} is already held by ModelVersion {holder}"
+    return None
+
+
+def _deployed_by(mv: Object) -> list[Object]:
+    name = mv["metadata"]["name"]
+    found = []
+    for mdep in kube.list_model_deployments(mv["metadata"]["namespace"]):
+        for track, info in ((mdep.get("status") or {}).get("tracks") or {}).items():
+            if info and info.get("modelVersion") == name:
+                found.append({"name": mdep["metadata"]["name"], "track": track})
+    return found

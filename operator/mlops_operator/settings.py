@@ -1,0 +1,45 @@
+"""Operator configuration, from MLOPS_* environment variables."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """Everything the operator reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", use_attribute_docstrings=True)
+
+    namespaces: list[str] = []
+    """Namespaces to watch (comma separated or JSON list); empty watches the whole cluster."""
+    serving_image: str = "ghcr.io/mlops-dev/mlops-serving:0.1.0"
+    """Image for ModelDeployments that do not name one."""
+    default_replicas: int = Field(default=1, ge=0)
+    """Replicas per track when a ModelDeployment sets neither replicas nor autoscaling."""
+    verify_artifacts: bool = True
+    """Fetch and hash artifacts the operator can reach (http, https, s3, file)."""
+    artifact_timeout_seconds: float = Field(default=60, gt=0)
+    """Longest an artifact download for verification may take."""
+    cluster_domain: str = "cluster.local"
+    """DNS suffix for the in-cluster URLs in status."""
+    liveness_port: int = Field(default=8081, ge=0, le=65535)
+    """Port of kopf's liveness endpoint /healthz (0 disables it)."""
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    """Port of the operator's Prometheus metrics (0 disables them)."""
+    watch_server_timeout: int = Field(default=300, gt=0)
+    """Seconds the API server keeps a watch open before the operator renews it."""
+    watch_client_timeout: int = Field(default=330, gt=0)
+    """Seconds the operator waits on a silent watch before reconnecting."""
+    request_timeout: float = Field(default=30, gt=0)
+    """Timeout of one API request."""
+    event_level: str = "INFO"
+    """Lowest log level that is also posted as a Kubernetes Event."""
+    webhook_host: str | None = None
+    """Address the API server calls the admission webhook at (enables approval checks)."""
+    webhook_port: int = Field(default=9443, ge=1, le=65535)
+    """Port of the admission webhook."""
+    webhook_listen: str = "0.0.0.0"  # noqa: S104 - in a pod the webhook serves its Service
+    """Address the webhook server binds."""
+    webhook_cert_dir: str | None = None
+    """Folder with webhook.crt and webhook.key; a self-signed pair is made when unset."""
+    resync_seconds: float = Field(default=30, gt=0)
+    """Period of the safety-net reconcile of every ModelDeployment."""

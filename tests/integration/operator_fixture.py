@@ -1,0 +1,111 @@
+"""The operator as a real process against the cluster, and the objects tests give it."""
+
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from mlops_operator.constants import GROUP, VERSION
+
+from .kube import Cluster, wait_until
+from .test_serving_process import free_port
+
+
+@dataclass
+class Operator:
+    process: subprocess.Popen[bytes]
+    log: Path
+    env: dict[str, str]
+    metrics_port: int
+
+    def logs(self) -> str:
+        return self.log.read_text()[-5000:]
+
+
+def start_operator(cluster: Cluster, directory: Path, **extra: str) -> Operator:
+    directory.mkdir(parents=True, exist_ok=True)
+    liveness, metrics = free_port(), free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "MLOPS_LIVENESS_PORT": str(liveness),
+        "MLOPS_METRICS_PORT": str(metrics),
+        "MLOPS_WEBHOOK_HOST": "127.0.0.1",
+        "MLOPS_WEBHOOK_LISTEN": "127.0.0.1",
+        "MLOPS_WEBHOOK_PORT": str(free_port()),
+        "MLOPS_WEBHOOK_CERT_DIR": str(directory / "certs"),
+        "MLOPS_RESYNC_SECONDS": "10",
+        "MLOPS_SERVING_IMAGE": "registry.example/mlops-serving:test",
+        **extra,
+    }
+    log = directory / "operator.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlops_operator.cli", "--log-format", "plain"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    operator = Operator(process, log, env, metrics)
+
+    def alive() -> bool:
+        assert process.poll() is None, operator.logs()
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{liveness}/healthz", timeout=2
+            ) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    wait_until(alive, "the operator's liveness endpoint", timeout=60)
+    wait_until(
+        lambda: (
+            cluster.kubectl("get", "mutatingwebhookconfiguration", GROUP, check=False).returncode
+            == 0
+        ),
+        "the operator's admission webhook to be registered",
+        timeout=30,
+    )
+    return operator
+
+
+def stop_operator(operator: Operator) -> None:
+    operator.process.terminate()
+    try:
+        operator.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        operator.process.kill()
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: Cluster, crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    running = start_operator(cluster, tmp_path_factory.mktemp("operator"))
+    yield running
+    stop_operator(running)
+
+
+def custom(cluster: Cluster) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(cluster.api)
+
+
+def get(cluster: Cluster, plural: str, namespace: str, name: str) -> dict[str, Any]:
+    found: Any = custom(cluster).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural, name
+    )
+    return dict(found)
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for item in (obj.get("status") or {}).get("conditions", []):
+        if item["type"] == kind:
+            return dict(item)
+    return None

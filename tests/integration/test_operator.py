@@ -1,0 +1,430 @@
+"""The operator against the real control plane: ModelVersions verified and approved,
+ModelDeployments rendered, applied, repaired, collected, and honest in status."""
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from mlops_operator.constants import GROUP, VERSION
+from mlops_serving import bundle
+from mlops_serving.digest import file_digest
+
+from .kube import Cluster, wait_until
+from .operator_fixture import Operator, condition, get
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    """Two real iris bundles (versions 1 and 2) on this machine's disk."""
+    frame, target = load_iris(return_X_y=True, as_frame=True)
+    built = {}
+    for version, c in (("1", 1.0), ("2", 0.1)):
+        model = LogisticRegression(C=c, max_iter=500).fit(frame.to_numpy(), target)
+        out = tmp_path_factory.mktemp("bundles") / f"iris-{version}.tar.gz"
+        bundle.build(model, frame, out, name="iris", version=version)
+        built[version] = (out, file_digest(out))
+    return built
+
+
+def model_version(version: str, built: tuple[Path, str], **spec: Any) -> dict[str, Any]:
+    path, digest = built
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelVersion",
+        "metadata": {"name": f"iris-{version}"},
+        "spec": {
+            "model": "iris",
+            "version": version,
+            "framework": "sklearn",
+            "artifact": {"uri": f"file://{path}", "digest": digest},
+            **spec,
+        },
+    }
+
+
+def model_deployment(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {"model": "iris", "stable": {"version": "1"}, **spec},
+    }
+
+
+def create(cluster: Cluster, namespace: str, plural: str, body: dict[str, Any]) -> None:
+    client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural, body
+    )
+
+
+def patch(cluster: Cluster, namespace: str, plural: str, name: str, body: dict[str, Any]) -> None:
+    client.CustomObjectsApi(cluster.api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural, name, body
+    )
+
+
+def deployment(cluster: Cluster, namespace: str, name: str) -> client.V1Deployment | None:
+    try:
+        return client.AppsV1Api(cluster.api).read_namespaced_deployment(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def env_of(found: client.V1Deployment) -> dict[str, str]:
+    return {
+        e.name: e.value for e in found.spec.template.spec.containers[0].env if e.value is not None
+    }
+
+
+def ready(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    mdep = get(cluster, "modeldeployments", namespace, name)
+    ready_condition = condition(mdep, "Ready")
+    if (
+        ready_condition
+        and ready_condition["status"] == "True"
+        and mdep["status"].get("phase") == "Ready"
+    ):
+        return mdep
+    return None
+
+
+def test_model_deployed_and_ready(
+    cluster: Cluster, namespace: str, operator: Operator, bundles: dict[str, tuple[Path, str]]
+) -> None:
+    create(
+        cluster, namespace, "modelversions", model_version("1", bundles["1"], aliases=["champion"])
+    )
+    create(cluster, namespace, "modeldeployments", model_deployment("iris", replicas=2))
+    found = wait_until(
+        lambda: deployment(cluster, namespace, "iris-stable"), "the stable Deployment", timeout=60
+    )
+    mdep = get(cluster, "modeldeployments", namespace, "iris")
+    owner = found.metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.uid, owner.controller) == (
+        "ModelDeployment",
+        "iris",
+        mdep["metadata"]["uid"],
+        True,
+    )
+    assert found.spec.replicas == 2
+    pod = found.spec.template
+    container = pod.spec.containers[0]
+    assert container.image == "registry.example/mlops-serving:test"
+    env = env_of(found)
+    assert env["MLOPS_SERVING_MODEL_URI"] == f"file://{bundles['1'][0]}"
+    assert env["MLOPS_SERVING_MODEL_DIGEST"] == bundles["1"][1]
+    assert env["MLOPS_SERVING_TRACK"] == "stable"
+    assert container.readiness_probe.http_get.path == "/v2/health/ready"
+    assert container.liveness_probe.http_get.path == "/v2/health/live"
+    assert container.security_context.read_only_root_filesystem is True
+    assert container.security_context.capabilities.drop == ["ALL"]
+    assert pod.metadata.annotations["prometheus.io/scrape"] == "true"
+    assert {c.topology_key for c in pod.spec.topology_spread_constraints} == {
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+    }
+    service = client.CoreV1Api(cluster.api).read_namespaced_service("iris-stable", namespace)
+    assert service.spec.selector == {"mlops.dev/deployment": "iris", "mlops.dev/track": "stable"}
+    pdb = client.PolicyV1Api(cluster.api).read_namespaced_pod_disruption_budget(
+        "iris-stable", namespace
+    )
+    assert pdb.spec.max_unavailable == 1
+
+    mdep = wait_until(
+        lambda: ready(cluster, namespace, "iris"), "ModelDeployment iris to be Ready", timeout=90
+    )
+    status = mdep["status"]
+    assert status["tracks"]["stable"] == {
+        "version": "1",
+        "modelVersion": "iris-1",
+        "digest": bundles["1"][1],
+        "replicas": 2,
+        "readyReplicas": 2,
+    }
+    assert status["ready"] == "2/2"
+    assert status["observedGeneration"] == mdep["metadata"]["generation"]
+    assert status["url"] == f"http://iris-stable.{namespace}.svc.cluster.local"
+    waited = cluster.kubectl(
+        "wait", "--for=condition=Ready", "mdep/iris", "-n", namespace, "--timeout=30s"
+    )
+    assert "condition met" in waited.stdout
+    table = cluster.kubectl("get", "mdep", "iris", "-n", namespace).stdout
+    assert (
+        table.split("\n")[1].split()[:5] == ["iris", "iris", "1", "2/2", "Ready"] or "2/2" in table
+    )
+
+    mv = wait_until(
+        lambda: (
+            (m := get(cluster, "modelversions", namespace, "iris-1"))["status"].get("deployedBy")
+            and m
+        ),
+        "ModelVersion iris-1 to list its deployment",
+        timeout=60,
+    )
+    verified = condition(mv, "ArtifactVerified")
+    assert verified is not None
+    assert verified["status"] == "True"
+    assert mv["status"]["artifact"]["verifiedDigest"] == bundles["1"][1]
+    assert mv["status"]["artifact"]["sizeBytes"] == bundles["1"][0].stat().st_size
+    assert mv["status"]["deployedBy"] == [{"name": "iris", "track": "stable"}]
+
+
+def test_version_and_image_changes_roll_out_and_delete_collects(
+    cluster: Cluster, namespace: str, operator: Operator, bundles: dict[str, tuple[Path, str]]
+) -> None:
+    for version in ("1", "2"):
+        create(cluster, namespace, "modelversions", model_version(version, bundles[version]))
+    create(cluster, namespace, "modeldeployments", model_deployment("iris"))
+    wait_until(lambda: ready(cluster, namespace, "iris"), "first rollout", timeout=90)
+    patch(
+        cluster,
+        namespace,
+        "modeldeployments",
+        "iris",
+        {"spec": {"stable": {"version": "2"}, "image": "registry.example/serving:2"}},
+    )
+    rolled = wait_until(
+        lambda: (
+            (d := deployment(cluster, namespace, "iris-stable"))
+            and env_of(d)["MLOPS_SERVING_MODEL_DIGEST"] == bundles["2"][1]
+            and d
+        ),
+        "the Deployment to move to version 2",
+        timeout=60,
+    )
+    assert isinstance(rolled, client.V1Deployment)
+    assert rolled.spec.template.spec.containers[0].image == "registry.example/serving:2"
+    mdep = wait_until(
+        lambda: (
+            (m := ready(cluster, namespace, "iris"))
+            and m["status"]["tracks"]["stable"]["version"] == "2"
+            and m
+        ),
+        "the rollout of version 2 to be Ready",
+        timeout=90,
+    )
+    assert mdep["status"]["tracks"]["stable"]["modelVersion"] == "iris-2"
+
+    client.CustomObjectsApi(cluster.api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modeldeployments", "iris"
+    )
+    apps, core = client.AppsV1Api(cluster.api), client.CoreV1Api(cluster.api)
+    wait_until(
+        lambda: (
+            not apps.list_namespaced_deployment(namespace).items
+            and not apps.list_namespaced_replica_set(namespace).items
+            and not core.list_namespaced_pod(namespace).items
+            and not core.list_namespaced_service(namespace).items
+        ),
+        "garbage collection of every child",
+        timeout=60,
+    )
+
+
+def test_edited_and_deleted_children_are_restored(
+    cluster: Cluster, namespace: str, operator: Operator, bundles: dict[str, tuple[Path, str]]
+) -> None:
+    create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
+    create(cluster, namespace, "modeldeployments", model_deployment("iris", replicas=2))
+    wait_until(lambda: ready(cluster, namespace, "iris"), "first rollout", timeout=90)
+    apps, core = client.AppsV1Api(cluster.api), client.CoreV1Api(cluster.api)
+    apps.patch_namespaced_deployment(
+        "iris-stable",
+        namespace,
+        {
+            "spec": {
+                "replicas": 5,
+                "template": {"spec": {"containers": [{"name": "serving", "image": "evil:1"}]}},
+            }
+        },
+    )
+    wait_until(
+        lambda: (
+            (d := deployment(cluster, namespace, "iris-stable"))
+            and d.spec.replicas == 2
+            and d.spec.template.spec.containers[0].image == "registry.example/mlops-serving:test"
+        ),
+        "the hand edit to be reverted",
+        timeout=60,
+    )
+    uid = core.read_namespaced_service("iris-stable", namespace).metadata.uid
+    core.delete_namespaced_service("iris-stable", namespace)
+    wait_until(
+        lambda: any(s.metadata.uid != uid for s in core.list_namespaced_service(namespace).items),
+        "the deleted Service to be recreated",
+        timeout=60,
+    )
+    assert [s.metadata.name for s in core.list_namespaced_service(namespace).items] == [
+        "iris-stable"
+    ]
+    assert len(apps.list_namespaced_deployment(namespace).items) == 1
+
+
+def test_unapproved_version_is_refused_until_approved_by_an_allowed_user(
+    cluster: Cluster, namespace: str, operator: Operator, bundles: dict[str, tuple[Path, str]]
+) -> None:
+    create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
+    create(cluster, namespace, "modeldeployments", model_deployment("iris", requireApproval=True))
+
+    def refused() -> dict[str, Any] | None:
+        found = condition(get(cluster, "modeldeployments", namespace, "iris"), "Ready")
+        return found if found and found["reason"] == "NotApproved" else None
+
+    reason = wait_until(refused, "the NotApproved condition", timeout=60)
+    assert reason["status"] == "False"
+    assert "ModelVersion iris-1 (version 1) is not approved" in reason["message"]
+    assert deployment(cluster, namespace, "iris-stable") is None
+
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    for user, verbs in (
+        ("alice", ["get", "list", "patch", "update"]),
+        ("bob", ["get", "list", "patch", "update", "approve"]),
+    ):
+        rbac.create_namespaced_role(
+            namespace,
+            client.V1Role(
+                metadata=client.V1ObjectMeta(name=user),
+                rules=[
+                    client.V1PolicyRule(
+                        api_groups=[GROUP], resources=["modelversions"], verbs=verbs
+                    )
+                ],
+            ),
+        )
+        rbac.create_namespaced_role_binding(
+            namespace,
+            client.V1RoleBinding(
+                metadata=client.V1ObjectMeta(name=user),
+                role_ref=client.V1RoleRef(
+                    api_group="rbac.authorization.k8s.io", kind="Role", name=user
+                ),
+                subjects=[
+                    client.RbacV1Subject(
+                        api_group="rbac.authorization.k8s.io", kind="User", name=user
+                    )
+                ],
+            ),
+        )
+
+    def annotate(user: str, *pairs: str) -> subprocess.CompletedProcess[str]:
+        return cluster.kubectl(
+            "annotate",
+            "--overwrite",
+            "mv",
+            "iris-1",
+            "-n",
+            namespace,
+            f"--as={user}",
+            *pairs,
+            check=False,
+        )
+
+    denied = annotate("alice", "mlops.dev/approval=approved")
+    assert denied.returncode != 0
+    assert "user 'alice' may not approve ModelVersions" in denied.stderr
+    forged = annotate("alice", "mlops.dev/approved-by=alice", "mlops.dev/approval-signature=abc")
+    assert forged.returncode == 0
+    annotations = get(cluster, "modelversions", namespace, "iris-1")["metadata"].get(
+        "annotations", {}
+    )
+    assert "mlops.dev/approved-by" not in annotations
+    assert "mlops.dev/approval-signature" not in annotations
+
+    allowed = annotate("bob", "mlops.dev/approval=approved")
+    assert allowed.returncode == 0, allowed.stderr
+    mv = wait_until(
+        lambda: (
+            (m := get(cluster, "modelversions", namespace, "iris-1"))["status"]
+            .get("approval", {})
+            .get("state")
+            == "Approved"
+            and m
+        ),
+        "the approval to reach the ModelVersion's status",
+        timeout=60,
+    )
+    assert mv["status"]["approval"]["approvedBy"] == "bob"
+    entry = [h for h in mv["status"]["history"] if h["type"] == "Approval"][-1]
+    assert (entry["to"], entry["by"]) == ("Approved", "bob")
+
+    def approval_event() -> bool:
+        events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)[
+            "items"
+        ]
+        return any("approved by bob" in e.get("message", "") for e in events)
+
+    wait_until(approval_event, "an Event recording the approval", timeout=30)
+    wait_until(
+        lambda: ready(cluster, namespace, "iris"), "the approved version to be deployed", timeout=90
+    )
+
+
+def test_alias_move_rolls_out_and_conflicts_are_reported(
+    cluster: Cluster, namespace: str, operator: Operator, bundles: dict[str, tuple[Path, str]]
+) -> None:
+    create(
+        cluster, namespace, "modelversions", model_version("1", bundles["1"], aliases=["champion"])
+    )
+    create(cluster, namespace, "modelversions", model_version("2", bundles["2"]))
+    create(
+        cluster,
+        namespace,
+        "modeldeployments",
+        model_deployment("iris", stable={"alias": "champion"}),
+    )
+    wait_until(lambda: ready(cluster, namespace, "iris"), "first rollout", timeout=90)
+    patch(cluster, namespace, "modelversions", "iris-1", {"spec": {"aliases": []}})
+    patch(cluster, namespace, "modelversions", "iris-2", {"spec": {"aliases": ["champion"]}})
+    wait_until(
+        lambda: (
+            (d := deployment(cluster, namespace, "iris-stable"))
+            and env_of(d)["MLOPS_SERVING_MODEL_DIGEST"] == bundles["2"][1]
+        ),
+        "the alias move to roll the deployment to version 2",
+        timeout=60,
+    )
+    create(
+        cluster,
+        namespace,
+        "modelversions",
+        {
+            **model_version("3", bundles["1"], aliases=["champion"]),
+            "metadata": {"name": "iris-3"},
+        },
+    )
+    conflict = wait_until(
+        lambda: (
+            (c := condition(get(cluster, "modelversions", namespace, "iris-3"), "AliasConflict"))
+            and c["status"] == "True"
+            and c
+        ),
+        "the alias conflict to be reported",
+        timeout=60,
+    )
+    assert "alias 'champion' is already held by ModelVersion iris-2" in conflict["message"]
+
+
+def test_pods_run_in_a_namespace_enforcing_restricted(
+    cluster: Cluster, namespace: str, operator: Operator, bundles: dict[str, tuple[Path, str]]
+) -> None:
+    client.CoreV1Api(cluster.api).patch_namespace(
+        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
+    create(cluster, namespace, "modeldeployments", model_deployment("iris"))
+    wait_until(
+        lambda: ready(cluster, namespace, "iris"), "Ready under PodSecurity restricted", timeout=90
+    )
+    pods = client.CoreV1Api(cluster.api).list_namespaced_pod(namespace).items
+    assert [p.status.phase for p in pods] == ["Running"]
