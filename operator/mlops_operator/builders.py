@@ -217,7 +217,6 @@ def render_deployment(
     container: Manifest = {
         "name": "serving",
         "image": spec.image or config.image,
-        "args": [],
         "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
         "env": env,
         "volumeMounts": mounts,
@@ -237,12 +236,11 @@ def render_deployment(
     if spec.resources is not None:
         container["resources"] = spec.resources.model_dump(by_alias=True, exclude_none=True)
     pod_labels = labels(owner, track, version)
-    return {
+    deployment: Manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(owner, track, version),
         "spec": {
-            "replicas": replicas_of(spec, config),
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": selector_labels(owner, track)},
             "strategy": {
@@ -278,6 +276,10 @@ def render_deployment(
             },
         },
     }
+    if spec.autoscaling is None:
+        # With an HPA the replica count is the HPA's to set; applying one would fight it.
+        deployment["spec"]["replicas"] = replicas_of(spec, config)
+    return deployment
 
 
 def _probe(path: str, period: int, failures: int) -> Manifest:

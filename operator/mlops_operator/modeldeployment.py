@@ -166,6 +166,8 @@ def _reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> Ou
         or applied["Deployment"]
     )
     replicas = replicas_of(spec, config)
+    if spec.autoscaling is not None:
+        replicas = max(int(deployment.get("spec", {}).get("replicas") or replicas), replicas)
     track, ready, why = _track_status(deployment, stable, replicas)
     previous = (old_status.get("tracks") or {}).get("stable", {}).get("modelVersion")
     if previous != stable.object_name:

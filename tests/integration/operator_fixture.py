@@ -24,9 +24,34 @@ class Operator:
     log: Path
     env: dict[str, str]
     metrics_port: int
+    liveness_port: int
 
     def logs(self) -> str:
         return self.log.read_text()[-5000:]
+
+    def spawn(self) -> None:
+        """Start the process (again), with the same settings and ports."""
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlops_operator.cli", "--log-format", "plain"],
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def alive(self) -> bool:
+        assert self.process.poll() is None, self.logs()
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2
+            ) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, no finished handlers, as when a node dies."""
+        self.process.kill()
+        self.process.wait(timeout=10)
 
 
 def start_operator(cluster: Cluster, directory: Path, **extra: str) -> Operator:
@@ -45,26 +70,11 @@ def start_operator(cluster: Cluster, directory: Path, **extra: str) -> Operator:
         "MLOPS_SERVING_IMAGE": "registry.example/mlops-serving:test",
         **extra,
     }
-    log = directory / "operator.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlops_operator.cli", "--log-format", "plain"],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
+    operator = Operator(
+        subprocess.Popen(["true"]), directory / "operator.log", env, metrics, liveness
     )
-    operator = Operator(process, log, env, metrics)
-
-    def alive() -> bool:
-        assert process.poll() is None, operator.logs()
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{liveness}/healthz", timeout=2
-            ) as answer:
-                return bool(answer.status == 200)
-        except OSError:
-            return False
-
-    wait_until(alive, "the operator's liveness endpoint", timeout=60)
+    operator.spawn()
+    wait_until(operator.alive, "the operator's liveness endpoint", timeout=60)
     wait_until(
         lambda: (
             cluster.kubectl("get", "mutatingwebhookconfiguration", GROUP, check=False).returncode

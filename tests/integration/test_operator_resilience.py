@@ -1,0 +1,134 @@
+"""The operator converges through crashes: SIGKILL at random points, and an API server
+restart underneath it."""
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from mlops_operator.constants import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
+
+from .kube import ROOT, Cluster, wait_until
+from .operator_fixture import Operator
+from .test_operator import bundles, create, model_deployment, model_version, ready  # noqa: F401
+
+pytestmark = pytest.mark.cluster
+COUNT = 20
+
+
+def managed(cluster: Cluster, namespace: str) -> dict[str, list[Any]]:
+    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    apps, core = client.AppsV1Api(cluster.api), client.CoreV1Api(cluster.api)
+    return {
+        "Deployment": apps.list_namespaced_deployment(namespace, label_selector=selector).items,
+        "Service": core.list_namespaced_service(namespace, label_selector=selector).items,
+    }
+
+
+def test_kill_9_at_random_points_always_converges(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    bundles: dict[str, tuple[Path, str]],  # noqa: F811
+) -> None:
+    rng = random.Random(20261129)
+    create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
+    create(cluster, namespace, "modelversions", model_version("2", bundles["2"]))
+    kills = 0
+    for index in range(COUNT):
+        create(
+            cluster,
+            namespace,
+            "modeldeployments",
+            model_deployment(f"m{index}", replicas=1 + index % 2),
+        )
+        if index % 3 == 0:
+            client.CustomObjectsApi(cluster.api).patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "modeldeployments",
+                f"m{index}",
+                {"spec": {"stable": {"version": "2"}}},
+            )
+        if rng.random() < 0.4:
+            time.sleep(rng.uniform(0.0, 1.5))
+            operator.kill()
+            kills += 1
+            operator.spawn()
+            wait_until(operator.alive, "the operator to come back", timeout=60)
+    assert kills >= 5
+
+    for index in range(COUNT):
+        wait_until(
+            lambda i=index: ready(cluster, namespace, f"m{i}"), f"m{index} to be Ready", timeout=120
+        )
+    objects = managed(cluster, namespace)
+    owners = {
+        m["metadata"]["uid"]: m["metadata"]["name"]
+        for m in client.CustomObjectsApi(cluster.api).list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "modeldeployments"
+        )["items"]
+    }
+    for kind, items in objects.items():
+        names = sorted(item.metadata.name for item in items)
+        assert names == sorted(f"m{i}-stable" for i in range(COUNT)), (
+            kind
+        )  # none missing, none twice
+        for item in items:
+            (reference,) = item.metadata.owner_references
+            assert owners[reference.uid] == item.metadata.name.removesuffix("-stable")  # no orphans
+    versions = {
+        d.metadata.name: d.spec.template.metadata.labels["mlops.dev/version"]
+        for d in objects["Deployment"]
+    }
+    assert versions == {f"m{i}-stable": "2" if i % 3 == 0 else "1" for i in range(COUNT)}
+    replicas = {d.metadata.name: d.spec.replicas for d in objects["Deployment"]}
+    assert replicas == {f"m{i}-stable": 1 + i % 2 for i in range(COUNT)}
+
+
+def test_api_server_restart_under_the_operator(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    bundles: dict[str, tuple[Path, str]],  # noqa: F811
+) -> None:
+    if not cluster.local:
+        pytest.skip("restarts a component of the local plane")
+    create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
+    create(cluster, namespace, "modeldeployments", model_deployment("before"))
+    wait_until(lambda: ready(cluster, namespace, "before"), "the first deployment", timeout=90)
+    pid_file = Path(subprocess.run(["bash", str(ROOT / "hack/cluster.sh"), "kubeconfig"], capture_output=True,
+                                   text=True, check=True).stdout.strip()).parent / "pids" / "kube-apiserver.pid"  # fmt: skip
+    pid = int(pid_file.read_text().strip())
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), "the API server to exit", timeout=90)
+    subprocess.run(
+        ["bash", str(ROOT / "hack/cluster.sh"), "up"], check=True, capture_output=True, timeout=300
+    )
+    create(cluster, namespace, "modeldeployments", model_deployment("after", replicas=2))
+    wait_until(
+        lambda: ready(cluster, namespace, "after"),
+        "a deployment made after the restart",
+        timeout=120,
+    )
+    assert operator.process.poll() is None
+    client.AppsV1Api(cluster.api).patch_namespaced_deployment(
+        "before-stable", namespace, {"spec": {"replicas": 4}}
+    )
+    wait_until(
+        lambda: (
+            client.AppsV1Api(cluster.api)
+            .read_namespaced_deployment("before-stable", namespace)
+            .spec.replicas
+            == 1
+        ),
+        "a hand edit after the restart to be reverted",
+        timeout=60,
+    )

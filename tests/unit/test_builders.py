@@ -1,0 +1,113 @@
+"""The pure builders: what each track's children look like.
+
+Snapshots in tests/unit/snapshots/ are reviewed like code: after an intended
+change, regenerate them with MLOPS_UPDATE_SNAPSHOTS=1 and read the diff.
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlops_operator.api.modeldeployment import ModelDeploymentSpec
+from mlops_operator.builders import (
+    Owner,
+    RenderConfig,
+    ResolvedVersion,
+    child_name,
+    render_track,
+    service_url,
+)
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+OWNER = Owner("iris", "models", "0b1f9d1e-4c0a-4f7e-9a57-2d5c3b8e6f10")
+CONFIG = RenderConfig(image="registry.example/mlops-serving:1.0", default_replicas=1)
+VERSION = ResolvedVersion(
+    object_name="iris-3",
+    model="iris",
+    version="3",
+    uri="s3://models/iris/3/bundle.tar.gz",
+    digest="sha256:" + "ab" * 32,
+    secret_name="model-store",
+    secret_key="credentials",
+)
+
+
+def snapshot(name: str, rendered: list[dict[str, Any]]) -> None:
+    path = SNAPSHOTS / f"{name}.yaml"
+    text = yaml.safe_dump_all(rendered, sort_keys=False)
+    if os.environ.get("MLOPS_UPDATE_SNAPSHOTS") == "1":
+        path.write_text(text)
+    assert path.read_text() == text, f"{path.name} differs; review, then MLOPS_UPDATE_SNAPSHOTS=1"
+
+
+def test_fixed_replicas_track_snapshot() -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {"model": "iris", "stable": {"version": "3"}, "replicas": 3}
+    )
+    snapshot("stable-fixed-replicas", render_track(spec, OWNER, "stable", VERSION, CONFIG))
+
+
+def test_autoscaled_track_with_batching_auth_and_resources_snapshot() -> None:
+    spec = ModelDeploymentSpec.model_validate({
+        "model": "iris",
+        "stable": {"alias": "champion"},
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 8, "targetCPUUtilization": 60},
+        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+        "env": [{"name": "LOG_LEVEL", "value": "debug"}],
+        "serving": {"batching": {"maxBatchSize": 64, "maxLatencyMs": 2}, "capture": {"sampleRate": 0.5},
+                    "authSecretRef": {"name": "iris-token", "key": "token"}},
+        "image": "registry.example/custom:2",
+    })  # fmt: skip
+    snapshot("stable-autoscaled", render_track(spec, OWNER, "stable", VERSION, CONFIG))
+
+
+def test_pvc_artifact_is_mounted_read_only() -> None:
+    spec = ModelDeploymentSpec.model_validate({"model": "iris", "stable": {"version": "3"}})
+    pvc = ResolvedVersion(
+        "iris-3", "iris", "3", "pvc://model-store/iris/3.tar.gz", "sha256:" + "cd" * 32
+    )
+    (deployment, service) = render_track(spec, OWNER, "stable", pvc, CONFIG)
+    pod = deployment["spec"]["template"]["spec"]
+    assert {
+        "name": "model-store",
+        "persistentVolumeClaim": {"claimName": "model-store", "readOnly": True},
+    } in pod["volumes"]
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {
+        "name": "model-store",
+        "mountPath": "/mnt/models/model-store",
+        "readOnly": True,
+    } in mounts
+    assert service["kind"] == "Service"
+
+
+def test_one_replica_gets_no_disruption_budget_or_autoscaler() -> None:
+    spec = ModelDeploymentSpec.model_validate({"model": "iris", "stable": {"version": "3"}})
+    kinds = [child["kind"] for child in render_track(spec, OWNER, "stable", VERSION, CONFIG)]
+    assert kinds == ["Deployment", "Service"]
+
+
+def test_security_context_meets_restricted_pod_security() -> None:
+    spec = ModelDeploymentSpec.model_validate({"model": "iris", "stable": {"version": "3"}})
+    pod = render_track(spec, OWNER, "stable", VERSION, CONFIG)[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]["securityContext"]
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["runAsNonRoot"] is True
+    assert container["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert all("hostPath" not in volume for volume in pod["volumes"])
+
+
+@pytest.mark.parametrize("owner", ["a" * 40, "b" * 63])
+def test_child_names_stay_valid_dns_labels(owner: str) -> None:
+    name = child_name(owner, "canary")
+    assert len(name) <= 63
+    assert name.endswith("-canary")
+    assert child_name(owner, "canary") == name
+
+
+def test_service_url() -> None:
+    assert service_url(OWNER, "stable", CONFIG) == "http://iris-stable.models.svc.cluster.local"
