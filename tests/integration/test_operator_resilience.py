@@ -37,7 +37,7 @@ def test_kill_9_at_random_points_always_converges(
     operator: Operator,
     bundles: dict[str, tuple[Path, str]],  # noqa: F811
 ) -> None:
-    rng = random.Random(20261129)
+    rng = random.Random(20261129)  # noqa: S311 - reproducible chaos, not secrets
     create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
     create(cluster, namespace, "modelversions", model_version("2", bundles["2"]))
     kills = 0
@@ -65,10 +65,11 @@ def test_kill_9_at_random_points_always_converges(
             wait_until(operator.alive, "the operator to come back", timeout=60)
     assert kills >= 5
 
-    for index in range(COUNT):
-        wait_until(
-            lambda i=index: ready(cluster, namespace, f"m{i}"), f"m{index} to be Ready", timeout=120
-        )
+    wait_until(
+        lambda: all(ready(cluster, namespace, f"m{i}") for i in range(COUNT)),
+        f"all {COUNT} ModelDeployments to be Ready",
+        timeout=180,
+    )
     objects = managed(cluster, namespace)
     owners = {
         m["metadata"]["uid"]: m["metadata"]["name"]
@@ -104,14 +105,15 @@ def test_api_server_restart_under_the_operator(
     create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
     create(cluster, namespace, "modeldeployments", model_deployment("before"))
     wait_until(lambda: ready(cluster, namespace, "before"), "the first deployment", timeout=90)
-    pid_file = Path(subprocess.run(["bash", str(ROOT / "hack/cluster.sh"), "kubeconfig"], capture_output=True,
-                                   text=True, check=True).stdout.strip()).parent / "pids" / "kube-apiserver.pid"  # fmt: skip
+    cluster_sh = ["bash", str(ROOT / "hack/cluster.sh")]
+    kubeconfig = subprocess.run(
+        [*cluster_sh, "kubeconfig"], capture_output=True, text=True, check=True
+    )
+    pid_file = Path(kubeconfig.stdout.strip()).parent / "pids" / "kube-apiserver.pid"
     pid = int(pid_file.read_text().strip())
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not Path(f"/proc/{pid}").exists(), "the API server to exit", timeout=90)
-    subprocess.run(
-        ["bash", str(ROOT / "hack/cluster.sh"), "up"], check=True, capture_output=True, timeout=300
-    )
+    subprocess.run([*cluster_sh, "up"], check=True, capture_output=True, timeout=300)
     create(cluster, namespace, "modeldeployments", model_deployment("after", replicas=2))
     wait_until(
         lambda: ready(cluster, namespace, "after"),

@@ -55,10 +55,16 @@ def test_autoscaled_track_with_batching_auth_and_resources_snapshot() -> None:
         "model": "iris",
         "stable": {"alias": "champion"},
         "autoscaling": {"minReplicas": 2, "maxReplicas": 8, "targetCPUUtilization": 60},
-        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "256Mi"},
+            "limits": {"cpu": "2", "memory": "1Gi"},
+        },
         "env": [{"name": "LOG_LEVEL", "value": "debug"}],
-        "serving": {"batching": {"maxBatchSize": 64, "maxLatencyMs": 2}, "capture": {"sampleRate": 0.5},
-                    "authSecretRef": {"name": "iris-token", "key": "token"}},
+        "serving": {
+            "batching": {"maxBatchSize": 64, "maxLatencyMs": 2},
+            "capture": {"sampleRate": 0.5},
+            "authSecretRef": {"name": "iris-token", "key": "token"},
+        },
         "image": "registry.example/custom:2",
     })  # fmt: skip
     snapshot("stable-autoscaled", render_track(spec, OWNER, "stable", VERSION, CONFIG))
