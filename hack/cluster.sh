@@ -123,8 +123,8 @@ metadata:
     type: kwok
     topology.kubernetes.io/zone: zone-${n##*-}
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  allocatable: {cpu: "1000", memory: 4Ti, pods: "2000"}
+  capacity: {cpu: "1000", memory: 4Ti, pods: "2000"}
 NODE
   done
 }
@@ -161,14 +161,16 @@ up() {
     --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
     --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
     --use-service-account-credentials --leader-elect=false --bind-address=127.0.0.1 \
-    --cluster-cidr="$POD_CIDR" --service-cluster-ip-range="$SERVICE_CIDR" --profiling=false
+    --cluster-cidr="$POD_CIDR" --service-cluster-ip-range="$SERVICE_CIDR" --profiling=false \
+    --node-monitor-grace-period=2m
   start kube-scheduler --kubeconfig="$STATE/scheduler.kubeconfig" \
     --authentication-kubeconfig="$STATE/scheduler.kubeconfig" \
     --authorization-kubeconfig="$STATE/scheduler.kubeconfig" \
     --leader-elect=false --bind-address=127.0.0.1 --profiling=false
   start kwok --kubeconfig="$STATE/kwok.kubeconfig" --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --cidr="$POD_CIDR" --node-ip=127.0.0.1 --server-address=127.0.0.1:10247
+    --cidr="$POD_CIDR" --node-ip=127.0.0.1 --server-address=127.0.0.1:10247 \
+    --node-lease-duration-seconds=40
   create_nodes
   wait_for 60 "kwok nodes Ready" nodes_ready
   wait_for 60 "default ServiceAccount" kubectl_ get serviceaccount default -n default

@@ -6,6 +6,7 @@ call creates, updates and repairs them, and it is idempotent, so a reconcile
 that is interrupted and run again leaves the same objects.
 """
 
+import datetime
 import threading
 from functools import cache
 from typing import Any
@@ -85,6 +86,26 @@ def apply(obj: Object) -> Object:
     return applied
 
 
+CONTROLLERS = {"kube-controller-manager"}
+
+
+def changed_by_others(child: Object) -> bool:
+    """Whether someone other than us (and the built-in controllers) wrote the child's
+    main resource since our last apply: a hand edit to repair. Status and scale
+    subresource writes do not count; managedFields carry the times."""
+    entries = child.get("metadata", {}).get("managedFields") or []
+    ours = [e.get("time", "") for e in entries if e.get("manager") == FIELD_MANAGER]
+    if not ours:
+        return True
+    last_apply = max(ours)
+    return any(
+        e.get("manager") not in CONTROLLERS | {FIELD_MANAGER}
+        and not e.get("subresource")
+        and e.get("time", "") >= last_apply
+        for e in entries
+    )
+
+
 def children(namespace: str, owner: str) -> list[Object]:
     """Every child object of one ModelDeployment, of every kind we create."""
     selector = f"{LABEL_DEPLOYMENT}={owner},{LABEL_MANAGED_BY}={MANAGED_BY}"
@@ -107,16 +128,6 @@ def delete(kind: str, namespace: str, name: str) -> None:
     except ApiException as error:
         if error.status != 404:
             raise
-
-
-def read_child(kind: str, namespace: str, name: str) -> Object | None:
-    try:
-        found: Object = _call("GET", f"{_collection(kind, namespace)}/{name}")
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return found
 
 
 def custom_objects() -> client.CustomObjectsApi:
@@ -203,3 +214,164 @@ def may(
     )
     answer = client.AuthorizationV1Api(api_client()).create_subject_access_review(review)
     return bool(answer.status and answer.status.allowed)
+
+
+class ChildLedger:
+    """Each owner's children as last applied by this process. Owners seen for the
+    first time since start-up get their children listed once, to find leftovers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._children: dict[tuple[str, str], set[tuple[str, str]]] = {}
+
+    def stale(
+        self, namespace: str, owner: str, wanted: set[tuple[str, str]], *, fresh: bool
+    ) -> set[tuple[str, str]]:
+        """Children of `owner` that exist (or may) but are no longer wanted.
+
+        `fresh` owners were never reconciled, so they can have no leftovers to list.
+        """
+        with self._lock:
+            known = self._children.get((namespace, owner))
+        if known is None:
+            listed = [] if fresh else children(namespace, owner)
+            known = {(c["kind"], c["metadata"]["name"]) for c in listed}
+        with self._lock:
+            self._children[(namespace, owner)] = set(wanted)
+        return known - wanted
+
+    def forget(self, namespace: str, owner: str) -> None:
+        with self._lock:
+            self._children.pop((namespace, owner), None)
+
+
+LEDGER = ChildLedger()
+
+
+class ChangeFilter:
+    """Remembers the last change key handled per object (by uid), so that the echo of
+    our own status writes does not run a reconcile again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, Any] = {}
+
+    def seen(self, body: Object, key: Any) -> bool:
+        """True if `key` was already handled for this object."""
+        with self._lock:
+            return bool(self._keys.get(body["metadata"]["uid"]) == key)
+
+    def handled(self, body: Object, key: Any) -> None:
+        """Record `key` as handled; call after a reconcile succeeded."""
+        with self._lock:
+            self._keys[body["metadata"]["uid"]] = key
+
+
+def list_custom(plural: str, namespace: str | None) -> list[Object]:
+    api = custom_objects()
+    listed: Any = (
+        api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        if namespace
+        else api.list_cluster_custom_object(GROUP, VERSION, plural)
+    )
+    items: list[Object] = listed["items"]
+    return items
+
+
+class VersionIndex:
+    """ModelVersions by (namespace, model), fed by the watch. Only hits are trusted:
+    a reconcile that finds nothing here asks the API server, since the watch may lag."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._versions: dict[tuple[str, str], dict[str, Object]] = {}
+        self._model_of: dict[tuple[str, str], str] = {}
+
+    def update(self, mv: Object, deleted: bool) -> None:
+        meta = mv["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        with self._lock:
+            previous = self._model_of.pop((namespace, name), None)
+            if previous is not None:
+                self._versions.get((namespace, previous), {}).pop(name, None)
+            if not deleted:
+                model = mv.get("spec", {}).get("model", "")
+                self._model_of[(namespace, name)] = model
+                self._versions.setdefault((namespace, model), {})[name] = mv
+
+    def get(self, namespace: str, model: str) -> list[Object]:
+        with self._lock:
+            return list(self._versions.get((namespace, model), {}).values())
+
+
+class StatusQueue:
+    """Coalesces status refreshes: only the newest child state per owner is kept, and
+    one worker thread writes them, so that bursts of Deployment status events do not
+    hold up the reconciles that create children."""
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, str], Object] = {}
+        self._ready = threading.Condition()
+
+    def submit(self, namespace: str, owner: str, child: Object) -> None:
+        with self._ready:
+            self._pending[(namespace, owner)] = child
+            self._ready.notify()
+
+    def take(self, timeout: float) -> dict[tuple[str, str], Object]:
+        with self._ready:
+            if not self._pending:
+                self._ready.wait(timeout)
+            taken, self._pending = self._pending, {}
+            return taken
+
+
+class Latest:
+    """The newest body of each watched object, by (namespace, name)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bodies: dict[tuple[str, str], Object] = {}
+
+    def update(self, body: Object, deleted: bool) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        with self._lock:
+            if deleted:
+                self._bodies.pop(key, None)
+            else:
+                self._bodies[key] = body
+
+    def get(self, namespace: str, name: str) -> Object | None:
+        with self._lock:
+            return self._bodies.get((namespace, name))
+
+
+VERSIONS = VersionIndex()
+DEPLOYMENTS = Latest()
+STATUS = StatusQueue()
+
+
+def post_event(obj: Object, kind: str, reason: str, message: str) -> None:
+    """A core/v1 Event on `obj`; losing one is logged by the caller, never fatal."""
+    meta = obj["metadata"]
+    stamp = datetime.datetime.now(datetime.UTC)
+    event = client.CoreV1Event(
+        metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
+        involved_object=client.V1ObjectReference(
+            api_version=obj.get("apiVersion"),
+            kind=obj.get("kind"),
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta.get("uid"),
+        ),
+        type=kind,
+        reason=reason,
+        message=message[:1024],
+        source=client.V1EventSource(component=FIELD_MANAGER),
+        reporting_component=FIELD_MANAGER,
+        reporting_instance=FIELD_MANAGER,
+        first_timestamp=stamp,
+        last_timestamp=stamp,
+        count=1,
+    )
+    client.CoreV1Api(api_client()).create_namespaced_event(meta["namespace"], event)

@@ -4,6 +4,7 @@ Read it as a table of contents: what the operator reacts to, and where the
 work for each resource lives (modelversion.py, modeldeployment.py, approval.py).
 """
 
+import asyncio
 import logging
 import tempfile
 from pathlib import Path
@@ -26,6 +27,7 @@ from mlops_operator.metrics import reconciling
 from mlops_operator.settings import OperatorSettings
 
 SETTINGS = OperatorSettings()
+CHANGES = kube.ChangeFilter()
 MV = (GROUP, VERSION, "modelversions")
 MDEP = (GROUP, VERSION, "modeldeployments")
 CHILDREN = {LABEL_MANAGED_BY: MANAGED_BY}
@@ -34,10 +36,13 @@ Log = logging.Logger | logging.LoggerAdapter[Any]
 
 
 def reporter(body: Body, logger: Log) -> Reporter:
-    """Events on the object: kopf.info/kopf.warn queue them for its background poster."""
+    """Events on the object, posted through the API (from any thread)."""
 
     def post(kind: str, reason: str, message: str) -> None:
-        (kopf.warn if kind == "Warning" else kopf.info)(body, reason=reason, message=message)
+        try:
+            kube.post_event(dict(body), kind, reason, message)
+        except ApiException as error:
+            logger.warning("event %s not posted: %s", reason, error.reason)
 
     return Reporter(logger, post)
 
@@ -75,27 +80,23 @@ def configure(settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
     logger.info("mlops-operator configured: image %s", SETTINGS.serving_image)
 
 
-@kopf.timer(*MV, interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds)
-def model_version_resync(body: Body, logger: Log, **_: Any) -> None:
-    """Refresh status (deployedBy, failed verifications) as a safety net."""
-    with reconciling("ModelVersion"):
-        modelversion.reconcile(dict(body), SETTINGS, reporter(body, logger))
-
-
-@kopf.on.resume(*MV)
-@kopf.on.create(*MV)
-@kopf.on.update(*MV)
-def model_version(body: Body, logger: Log, **_: Any) -> None:
-    """Verify, record approval and aliases; then roll the deployments of this model."""
-    with reconciling("ModelVersion"):
-        modelversion.reconcile(dict(body), SETTINGS, reporter(body, logger))
+@kopf.on.event(*MV)
+def model_version(type: str | None, body: Body, logger: Log, **_: Any) -> None:
+    """Verify, record approval and aliases; then converge the deployments of this model."""
+    kube.VERSIONS.update(dict(body), deleted=type == "DELETED")
+    key = modelversion.change_key(body)
+    if type != "DELETED" and CHANGES.seen(body, key):
+        return  # an echo of our own status write
+    if type != "DELETED":
+        with reconciling("ModelVersion"):
+            modelversion.reconcile(dict(body), SETTINGS, reporter(body, logger))
+        CHANGES.handled(body, key)
     namespace = body["metadata"]["namespace"]
     for mdep in modeldeployment.following(dict(body), kube.list_model_deployments(namespace)):
         with reconciling("ModelDeployment"):
             modeldeployment.reconcile(mdep, SETTINGS, reporter(mdep, logger))
 
 
-@kopf.on.mutate(*MV, operations=["CREATE", "UPDATE"], id="approval")
 def approve(
     body: Body, namespace: str | None, userinfo: Any, patch: kopf.Patch, **kwargs: Any
 ) -> None:
@@ -125,25 +126,39 @@ def approve(
         patch.metadata.annotations[key] = value
 
 
-@kopf.on.resume(*MDEP)
-@kopf.on.create(*MDEP)
-@kopf.on.update(*MDEP)
-@kopf.timer(*MDEP, interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds)
-def model_deployment(body: Body, logger: Log, **_: Any) -> None:
-    """Converge the children and the status (also periodically, as a safety net)."""
+if SETTINGS.webhook_host:
+    # Without a webhook nobody can approve: unsigned approval annotations are ignored.
+    kopf.on.mutate(*MV, operations=["CREATE", "UPDATE"], id="approval")(approve)
+
+
+@kopf.on.event(*MDEP)
+def model_deployment(type: str | None, body: Body, logger: Log, **_: Any) -> None:
+    """Converge children and status when the spec is new or changed."""
+    meta = body["metadata"]
+    kube.DEPLOYMENTS.update(dict(body), deleted=type == "DELETED")
+    if type == "DELETED":
+        kube.LEDGER.forget(meta["namespace"], meta["name"])
+        return
+    if CHANGES.seen(body, meta.get("generation")):
+        return  # an echo of our own status write
     with reconciling("ModelDeployment"):
         modeldeployment.reconcile(dict(body), SETTINGS, reporter(body, logger))
+    CHANGES.handled(body, meta.get("generation"))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILDREN)
 @kopf.on.event("", "v1", "services", labels=CHILDREN)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=CHILDREN)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=CHILDREN)
-def child_changed(body: Body, logger: Log, **_: Any) -> None:
-    """A child changed (status, a hand edit, a deletion): converge its owner."""
+def child_changed(type: str | None, body: Body, logger: Log, **_: Any) -> None:
+    """A child changed: repair it if someone else did; mirror a Deployment's status."""
     meta = body["metadata"]
     owner = (meta.get("labels") or {}).get(LABEL_DEPLOYMENT)
     if not owner:
+        return
+    if type != "DELETED" and not kube.changed_by_others(dict(body)):
+        if body["kind"] == "Deployment":
+            kube.STATUS.submit(meta["namespace"], owner, dict(body))
         return
     try:
         mdep = kube.read_custom(modeldeployment.PLURAL, meta["namespace"], owner)
@@ -151,6 +166,72 @@ def child_changed(body: Body, logger: Log, **_: Any) -> None:
         raise kopf.TemporaryError(
             f"cannot read ModelDeployment {owner}: {error.reason}", delay=5
         ) from error
-    if mdep is not None and not mdep["metadata"].get("deletionTimestamp"):
-        with reconciling("ModelDeployment"):
-            modeldeployment.reconcile(mdep, SETTINGS, reporter(mdep, logger))
+    if mdep is None or mdep["metadata"].get("deletionTimestamp"):
+        return
+    with reconciling("ModelDeployment"):
+        modeldeployment.reconcile(mdep, SETTINGS, reporter(mdep, logger))
+
+
+@kopf.on.startup()
+async def start_background(memo: kopf.Memo, logger: Log, **_: Any) -> None:
+    """The periodic resync (the safety net for missed events) and the status writer."""
+    loop = asyncio.get_running_loop()
+    memo["tasks"] = [loop.create_task(_resync(logger)), loop.create_task(_write_statuses(logger))]
+
+
+@kopf.on.cleanup()
+async def stop_background(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo["tasks"]:
+        task.cancel()
+
+
+async def _write_statuses(logger: Log) -> None:
+    while True:
+        batch = await asyncio.to_thread(kube.STATUS.take, 1.0)
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(_write_status, namespace, owner, child, logger)
+                for (namespace, owner), child in batch.items()
+            )
+        )
+
+
+def _write_status(namespace: str, owner: str, deployment: dict[str, Any], logger: Log) -> None:
+    mdep = kube.DEPLOYMENTS.get(namespace, owner)
+    if mdep is None:
+        return
+    try:
+        with reconciling("ModelDeploymentStatus"):
+            refreshed = modeldeployment.refresh(mdep, deployment, SETTINGS, reporter(mdep, logger))
+        if refreshed is None:  # no version recorded yet: resolve it in a full reconcile
+            with reconciling("ModelDeployment"):
+                modeldeployment.reconcile(mdep, SETTINGS, reporter(mdep, logger))
+    except Exception:
+        logger.exception("status of %s/%s not written; the resync will retry", namespace, owner)
+
+
+async def _resync(logger: Log) -> None:
+    while True:
+        await asyncio.sleep(SETTINGS.resync_seconds)
+        try:
+            await asyncio.to_thread(_resync_once, logger)
+        except Exception:
+            logger.exception("resync failed; retrying in %s s", SETTINGS.resync_seconds)
+
+
+def _resync_once(logger: Log) -> None:
+    namespaces: list[str | None] = list(SETTINGS.namespaces) or [None]
+    for namespace in namespaces:
+        for plural, kind, module in (
+            ("modelversions", "ModelVersion", modelversion),
+            (modeldeployment.PLURAL, "ModelDeployment", modeldeployment),
+        ):
+            for obj in kube.list_custom(plural, namespace):
+                try:
+                    with reconciling(kind):
+                        module.reconcile(obj, SETTINGS, reporter(obj, logger))
+                except Exception:
+                    meta = obj["metadata"]
+                    logger.exception(
+                        "resync of %s %s/%s failed", kind, meta["namespace"], meta["name"]
+                    )

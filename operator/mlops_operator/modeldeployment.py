@@ -16,7 +16,6 @@ from mlops_operator.builders import (
     Owner,
     RenderConfig,
     ResolvedVersion,
-    child_name,
     render_track,
     replicas_of,
     service_url,
@@ -140,48 +139,111 @@ def reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> Out
 def _reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> Outcome:
     meta = mdep["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
-    old_status: Object = mdep.get("status") or {}
-    config = RenderConfig(
-        settings.serving_image, settings.default_replicas, settings.cluster_domain
-    )
+    config = _config(settings)
     owner = Owner(name, namespace, meta["uid"])
     try:
         spec = ModelDeploymentSpec.model_validate(mdep.get("spec", {}))
-        versions = kube.list_model_versions(namespace, spec.model)
-        stable = resolve(spec.stable, spec.model, versions, "stable", spec.require_approval)
+        stable = _resolve(spec, namespace)
     except ValidationError as error:
         return _refuse(mdep, RefusedError("InvalidSpec", str(error)), generation, report)
     except RefusedError as refusal:
         return _refuse(mdep, refusal, generation, report)
     desired = render_track(spec, owner, "stable", stable, config)
-    wanted = {(obj["kind"], obj["metadata"]["name"]) for obj in desired}
     applied = {obj["kind"]: kube.apply(obj) for obj in desired}
-    for child in kube.children(namespace, name):
-        key = (child["kind"], child["metadata"]["name"])
-        if key not in wanted:
-            kube.delete(child["kind"], namespace, key[1])
-            report.normal("ChildDeleted", f"deleted {key[0]} {key[1]}: no longer part of the spec")
-    deployment = (
-        kube.read_child("Deployment", namespace, child_name(name, "stable"))
-        or applied["Deployment"]
-    )
-    replicas = replicas_of(spec, config)
-    if spec.autoscaling is not None:
-        replicas = max(int(deployment.get("spec", {}).get("replicas") or replicas), replicas)
-    track, ready, why = _track_status(deployment, stable, replicas)
-    previous = (old_status.get("tracks") or {}).get("stable", {}).get("modelVersion")
-    if previous != stable.object_name:
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+    for kind, child in kube.LEDGER.stale(namespace, name, wanted, fresh=not mdep.get("status")):
+        kube.delete(kind, namespace, child)
+        report.normal("ChildDeleted", f"deleted {kind} {child}: no longer part of the spec")
+    previous = ((mdep.get("status") or {}).get("tracks") or {}).get("stable") or {}
+    if previous.get("modelVersion") != stable.object_name:
         report.normal(
             "RollingOut",
             f"stable track: ModelVersion {stable.object_name} (version {stable.version})",
         )
-    phase = (
-        "Ready" if ready else ("Degraded" if why.startswith("rollout stalled") else "Progressing")
+    return publish(
+        mdep,
+        spec=spec,
+        stable=stable,
+        deployment=applied["Deployment"],
+        config=config,
+        report=report,
     )
+
+
+def _resolve(spec: ModelDeploymentSpec, namespace: str) -> ResolvedVersion:
+    """Resolve from the watched index; ask the API server when the index has no answer."""
+    try:
+        return resolve(
+            spec.stable,
+            spec.model,
+            kube.VERSIONS.get(namespace, spec.model),
+            "stable",
+            spec.require_approval,
+        )
+    except RefusedError as refusal:
+        if refusal.reason not in ("ModelVersionNotFound", "NotApproved", "ArtifactNotVerified"):
+            raise
+    versions = kube.list_model_versions(namespace, spec.model)
+    return resolve(spec.stable, spec.model, versions, "stable", spec.require_approval)
+
+
+def _config(settings: OperatorSettings) -> RenderConfig:
+    return RenderConfig(settings.serving_image, settings.default_replicas, settings.cluster_domain)
+
+
+def refresh(
+    mdep: Object, deployment: Object, settings: OperatorSettings, report: Reporter
+) -> Outcome | None:
+    """Mirror a changed Deployment status into the owner's status, without re-applying.
+
+    The version comes from the owner's status: this path runs only for child status
+    changes, after a full reconcile has resolved and recorded the version.
+    """
+    stable = ((mdep.get("status") or {}).get("tracks") or {}).get("stable")
+    if not stable:
+        return None
+    try:
+        spec = ModelDeploymentSpec.model_validate(mdep.get("spec", {}))
+    except ValidationError:
+        return None
+    version = ResolvedVersion(
+        stable["modelVersion"], spec.model, stable["version"], "", stable.get("digest")
+    )
+    with kube.object_lock(mdep["metadata"]["namespace"], mdep["metadata"]["name"]):
+        return publish(
+            mdep,
+            spec=spec,
+            stable=version,
+            deployment=deployment,
+            config=_config(settings),
+            report=report,
+        )
+
+
+def publish(
+    mdep: Object,
+    *,
+    spec: ModelDeploymentSpec,
+    stable: ResolvedVersion,
+    deployment: Object,
+    config: RenderConfig,
+    report: Reporter,
+) -> Outcome:
+    """Write the status that the stable Deployment's state implies (if it changed)."""
+    meta = mdep["metadata"]
+    generation = meta.get("generation")
+    old_status: Object = mdep.get("status") or {}
+    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
+    replicas = replicas_of(spec, config)
+    if spec.autoscaling is not None:
+        replicas = max(int(deployment.get("spec", {}).get("replicas") or replicas), replicas)
+    track, ready, why = _track_status(deployment, stable, replicas)
+    stalled = why.startswith("rollout stalled")
+    phase = "Ready" if ready else ("Degraded" if stalled else "Progressing")
     status: Object = {
         "phase": phase,
         "observedGeneration": generation,
-        "tracks": {"stable": track, "canary": None, "mirror": None},
+        "tracks": {"stable": track},
         "ready": f"{track['readyReplicas']}/{replicas}",
         "traffic": {"stableWeight": 100, "canaryWeight": 0, "mirrorPercent": 0},
         "url": service_url(owner, "stable", config),
@@ -191,16 +253,16 @@ def _reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> Ou
                 condition("Ready", ready, "Available" if ready else "RollingOut", why, generation),
                 condition(
                     "Progressing",
-                    not ready and phase != "Degraded",
-                    "RollingOut" if not ready else "Complete",
+                    not ready and not stalled,
+                    "Complete" if ready else "RollingOut",
                     why,
                     generation,
                 ),
                 condition(
                     "Degraded",
-                    phase == "Degraded",
-                    "RolloutStalled" if phase == "Degraded" else "AsExpected",
-                    why if phase == "Degraded" else "",
+                    stalled,
+                    "RolloutStalled" if stalled else "AsExpected",
+                    why if stalled else "",
                     generation,
                 ),
             ],
@@ -208,7 +270,8 @@ def _reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> Ou
     }
     if ready and old_status.get("phase") != "Ready":
         report.normal("Ready", f"stable track ready: {why}")
-    kube.patch_status(PLURAL, namespace, name, status)
+    if any(old_status.get(key) != value for key, value in status.items()):
+        kube.patch_status(PLURAL, meta["namespace"], meta["name"], status)
     return Outcome(phase, ready, why)
 
 

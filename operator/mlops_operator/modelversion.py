@@ -217,6 +217,15 @@ def _aliases(mv: Object, report: Reporter, progress: Progress) -> str | None:
     return conflict
 
 
+def change_key(mv: Object) -> tuple[Any, ...]:
+    """What a reconcile depends on: the spec's generation and the approval annotations."""
+    notes = mv["metadata"].get("annotations") or {}
+    return (
+        mv["metadata"].get("generation"),
+        *(notes.get(k) for k in (approval.ANNOTATION, *approval.STAMPS)),
+    )
+
+
 def _condition(status: Object, kind: str) -> Object | None:
     return next((c for c in status.get("conditions", []) if c.get("type") == kind), None)
 
@@ -240,6 +249,9 @@ def _alias_conflict(mv: Object) -> str | None:
     return None
 
 
+DEPLOYED_BY_LIMIT = 64  # the CRD's bound on status.deployedBy
+
+
 def _deployed_by(mv: Object) -> list[Object]:
     name = mv["metadata"]["name"]
     found = []
@@ -247,4 +259,4 @@ def _deployed_by(mv: Object) -> list[Object]:
         for track, info in ((mdep.get("status") or {}).get("tracks") or {}).items():
             if info and info.get("modelVersion") == name:
                 found.append({"name": mdep["metadata"]["name"], "track": track})
-    return found
+    return sorted(found, key=lambda ref: (ref["name"], ref["track"]))[:DEPLOYED_BY_LIMIT]
