@@ -1,22 +1,79 @@
 #!/usr/bin/env bash
-# The main job: bring up the local control plane (or use the current kube context
-# with MLOPS_USE_CURRENT_CONTEXT=1), install the CRDs, apply the samples and show them.
+# The main job: a model trained, bundled, registered, deployed and Ready.
+#  1. the local control plane comes up (or, with MLOPS_USE_CURRENT_CONTEXT=1, the
+#     current kube context is used) and the CRDs are installed;
+#  2. an iris classifier is trained and bundled with `mlops-bundle`, which also
+#     prints its ModelVersion;
+#  3. the operator runs on this machine, the ModelVersion and a ModelDeployment
+#     are applied, and `kubectl wait` returns once the deployment is Ready;
+#  4. the same bundle is served by a real `mlops-serve` on 127.0.0.1 and queried.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 hack/setup.sh
+export PATH="$ROOT/.venv/bin:$PATH"
 if [ "${MLOPS_USE_CURRENT_CONTEXT:-0}" != 1 ]; then
   hack/cluster.sh up
   eval "$(hack/cluster.sh env)"
 fi
 NS=mlops-demo
+WORK="${MLOPS_CACHE_DIR:-$HOME/.cache/mlops-operator}/demo"
+mkdir -p "$WORK"
 step() { printf '\n$ %s\n' "$*"; "$@"; }
-step kubectl get nodes -o wide
-step kubectl apply --server-side -f crds/
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+step kubectl get nodes
+kubectl apply --server-side -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s \
-  crd/modelversions.mlops.dev crd/modeldeployments.mlops.dev crd/driftmonitors.mlops.dev
+  crd/modelversions.mlops.dev crd/modeldeployments.mlops.dev crd/driftmonitors.mlops.dev >/dev/null
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-step kubectl apply -n "$NS" -f crds/samples/
-step kubectl get mlops -n "$NS"
-step kubectl get mv,mdep,dm -n "$NS"
-printf '\nThe plane keeps running: eval "$(hack/cluster.sh env)" to use kubectl; hack/cluster.sh down to stop it.\n'
+
+python - "$WORK" <<'PY'
+import sys
+from pathlib import Path
+import joblib
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+work = Path(sys.argv[1])
+frame, target = load_iris(return_X_y=True, as_frame=True)
+frame.columns = [c.replace(" (cm)", "").replace(" ", "_") for c in frame.columns]
+joblib.dump(LogisticRegression(max_iter=500).fit(frame.to_numpy(), target), work / "model.joblib")
+frame.to_csv(work / "reference.csv", index=False)
+PY
+step mlops-bundle build --model "$WORK/model.joblib" --reference "$WORK/reference.csv" \
+  --name iris --version 1 --out "$WORK/iris-1.tar.gz"
+mlops-bundle manifest "$WORK/iris-1.tar.gz" --uri "file://$WORK/iris-1.tar.gz" --stage Staging \
+  --alias champion --metric accuracy=0.97 >"$WORK/modelversion.yaml"
+
+MLOPS_WEBHOOK_HOST=127.0.0.1 MLOPS_WEBHOOK_LISTEN=127.0.0.1 MLOPS_LIVENESS_PORT=18181 \
+  MLOPS_METRICS_PORT=18182 mlops-operator --namespace "$NS" >"$WORK/operator.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 120); do curl -sf http://127.0.0.1:18181/healthz >/dev/null && break; sleep 0.5; done
+echo "operator running (log: $WORK/operator.log)"
+
+step kubectl apply -n "$NS" -f "$WORK/modelversion.yaml"
+kubectl apply -n "$NS" -f - <<'YAML'
+apiVersion: mlops.dev/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: iris
+spec:
+  model: iris
+  stable: {alias: champion}
+  replicas: 2
+YAML
+step kubectl wait -n "$NS" --for=condition=Ready mdep/iris --timeout=180s
+step kubectl get mv,mdep -n "$NS"
+step kubectl get deployments,services,pods -n "$NS"
+
+MLOPS_SERVING_MODEL_URI="file://$WORK/iris-1.tar.gz" \
+  MLOPS_SERVING_MODEL_DIGEST="$(kubectl get mv iris-1 -n "$NS" -o jsonpath='{.spec.artifact.digest}')" \
+  MLOPS_SERVING_HOST=127.0.0.1 MLOPS_SERVING_PORT=18180 MLOPS_SERVING_WORKERS=1 \
+  MLOPS_SERVING_CACHE_DIR="$WORK/serving" mlops-serve >"$WORK/serve.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 120); do curl -sf http://127.0.0.1:18180/v2/health/ready >/dev/null && break; sleep 0.5; done
+step curl -s -X POST http://127.0.0.1:18180/predict -H 'Content-Type: application/json' \
+  -d '{"features": {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}}'
+printf '\n\nThe plane keeps running: eval "$(hack/cluster.sh env)" to use kubectl; hack/cluster.sh down to stop it.\n'
