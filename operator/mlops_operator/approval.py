@@ -50,10 +50,6 @@ def _annotations(obj: dict[str, Any] | None) -> dict[str, str]:
     return dict(((obj or {}).get("metadata") or {}).get("annotations") or {})
 
 
-def claimed(mv: dict[str, Any]) -> bool:
-    return ANNOTATION in _annotations(mv)
-
-
 def read(mv: dict[str, Any]) -> Recorded | None:
     """The approval stamped by this process's webhook, or None if absent or forged."""
     notes = _annotations(mv)
