@@ -6,6 +6,7 @@ call creates, updates and repairs them, and it is idempotent, so a reconcile
 that is interrupted and run again leaves the same objects.
 """
 
+import base64
 import datetime
 import threading
 from functools import cache
@@ -128,6 +129,18 @@ def delete(kind: str, namespace: str, name: str) -> None:
     except ApiException as error:
         if error.status != 404:
             raise
+
+
+def secret_value(namespace: str, name: str, key: str) -> str:
+    """One key of a Secret, decoded; a clear error names a missing Secret or key."""
+    try:
+        secret = client.CoreV1Api(api_client()).read_namespaced_secret(name, namespace)
+    except ApiException as error:
+        raise ValueError(f"Secret {name}: {error.reason}") from None
+    data = (secret.data or {}).get(key)
+    if data is None:
+        raise ValueError(f"Secret {name} has no key {key!r}")
+    return base64.b64decode(data).decode()
 
 
 def custom_objects() -> client.CustomObjectsApi:

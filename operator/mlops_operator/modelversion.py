@@ -24,18 +24,6 @@ HISTORY_LIMIT = 50
 Object = dict[str, Any]
 
 
-def _secret_value(namespace: str, ref: Object) -> str:
-    from kubernetes import client  # noqa: PLC0415 - kube.py owns the client; this is its one reader
-
-    secret = client.CoreV1Api(kube.api_client()).read_namespaced_secret(ref["name"], namespace)
-    import base64  # noqa: PLC0415
-
-    data = (secret.data or {}).get(ref["key"])
-    if data is None:
-        raise ValueError(f"Secret {ref['name']} has no key {ref['key']!r}")
-    return base64.b64decode(data).decode()
-
-
 def verify_artifact(mv: Object, settings: OperatorSettings) -> tuple[bool | None, str, Object]:
     """(verified, message, artifact status); verified None when only the pod can check."""
     namespace = mv["metadata"]["namespace"]
@@ -49,7 +37,8 @@ def verify_artifact(mv: Object, settings: OperatorSettings) -> tuple[bool | None
     try:
         token, credentials = None, None
         if artifact.get("secretRef"):
-            value = _secret_value(namespace, artifact["secretRef"])
+            ref = artifact["secretRef"]
+            value = kube.secret_value(namespace, ref["name"], ref["key"])
             if scheme == "s3":
                 parsed = configparser.ConfigParser()
                 parsed.read_string(value)
