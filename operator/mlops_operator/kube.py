@@ -161,14 +161,6 @@ def list_model_versions(namespace: str, model: str) -> list[Object]:
     return [mv for mv in listed["items"] if mv.get("spec", {}).get("model") == model]
 
 
-def list_model_deployments(namespace: str) -> list[Object]:
-    listed: Any = custom_objects().list_namespaced_custom_object(
-        GROUP, VERSION, namespace, "modeldeployments"
-    )
-    items: list[Object] = listed["items"]
-    return items
-
-
 def read_custom(plural: str, namespace: str, name: str) -> Object | None:
     try:
         found: Object = custom_objects().get_namespaced_custom_object(  # type: ignore[assignment]

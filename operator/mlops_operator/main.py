@@ -92,7 +92,9 @@ def model_version(type: str | None, body: Body, logger: Log, **_: Any) -> None:
             modelversion.reconcile(dict(body), SETTINGS, reporter(body, logger))
         CHANGES.handled(body, key)
     namespace = body["metadata"]["namespace"]
-    for mdep in modeldeployment.following(dict(body), kube.list_model_deployments(namespace)):
+    for mdep in modeldeployment.following(
+        dict(body), kube.list_custom(modeldeployment.PLURAL, namespace)
+    ):
         with reconciling("ModelDeployment"):
             modeldeployment.reconcile(mdep, SETTINGS, reporter(mdep, logger))
 

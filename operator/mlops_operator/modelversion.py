@@ -244,7 +244,7 @@ DEPLOYED_BY_LIMIT = 64  # the CRD's bound on status.deployedBy
 def _deployed_by(mv: Object) -> list[Object]:
     name = mv["metadata"]["name"]
     found = []
-    for mdep in kube.list_model_deployments(mv["metadata"]["namespace"]):
+    for mdep in kube.list_custom("modeldeployments", mv["metadata"]["namespace"]):
         for track, info in ((mdep.get("status") or {}).get("tracks") or {}).items():
             if info and info.get("modelVersion") == name:
                 found.append({"name": mdep["metadata"]["name"], "track": track})
