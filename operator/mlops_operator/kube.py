@@ -9,6 +9,7 @@ that is interrupted and run again leaves the same objects.
 import base64
 import datetime
 import threading
+import time
 from functools import cache
 from typing import Any
 
@@ -23,10 +24,15 @@ from mlops_operator.constants import (
     MANAGED_BY,
     VERSION,
 )
+from mlops_operator.metrics import API_REQUESTS
 
 Object = dict[str, Any]
 
 # Kinds the operator creates, and where they live in the API.
+# Handler threads kopf runs; the connection pool also serves the status writer's.
+WORKERS = 16
+POOL_SIZE = 2 * WORKERS
+
 CHILD_KINDS: dict[str, tuple[str, str]] = {
     "Deployment": ("/apis/apps/v1", "deployments"),
     "Service": ("/api/v1", "services"),
@@ -42,7 +48,11 @@ def api_client() -> client.ApiClient:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    # One pooled connection per worker thread: a full pool drops connections, and
+    # every new one costs both sides a TLS handshake.
+    configuration.connection_pool_maxsize = POOL_SIZE
+    return client.ApiClient(configuration)
 
 
 def _call(
@@ -55,6 +65,7 @@ def _call(
 ) -> Any:
     """One raw API request (for paths the typed client has no method for), JSON back."""
     api = api_client()
+    API_REQUESTS.labels(method).inc()
     serialized = api.param_serialize(
         method,
         path,
@@ -173,15 +184,20 @@ def read_custom(plural: str, namespace: str, name: str) -> Object | None:
     return found
 
 
-def patch_status(plural: str, namespace: str, name: str, status: Object) -> None:
-    """Merge-patch the status subresource; a vanished object is not an error."""
+def patch_status(plural: str, namespace: str, name: str, status: Object) -> Object | None:
+    """Merge-patch the status subresource: the object as written, or None if it vanished."""
     try:
-        custom_objects().patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, plural, name, {"status": status}
+        written: Object = _call(
+            "PATCH",
+            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status",
+            body={"status": status},
+            content_type="application/merge-patch+json",
         )
     except ApiException as error:
         if error.status != 404:
             raise
+        return None
+    return written
 
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
@@ -308,25 +324,39 @@ class VersionIndex:
         with self._lock:
             return list(self._versions.get((namespace, model), {}).values())
 
+    def named(self, namespace: str, name: str) -> Object | None:
+        with self._lock:
+            model = self._model_of.get((namespace, name))
+            return None if model is None else self._versions[(namespace, model)].get(name)
+
 
 class StatusQueue:
-    """Coalesces status refreshes: only the newest child state per owner is kept, and
-    one worker thread writes them, so that bursts of Deployment status events do not
-    hold up the reconciles that create children."""
+    """Coalesces status writes: only the newest child state per owner is kept, and
+    they are written in batches, so that bursts of Deployment status events neither
+    write one status per event nor hold up the reconciles that create children.
+
+    An entry may carry what the owner's reconcile resolved (`resolved`, e.g. the
+    version it rolled out), kept when later child states replace the entry."""
 
     def __init__(self) -> None:
-        self._pending: dict[tuple[str, str], Object] = {}
+        self._pending: dict[tuple[str, str], tuple[Object, Any]] = {}
         self._ready = threading.Condition()
 
-    def submit(self, namespace: str, owner: str, child: Object) -> None:
+    def submit(self, namespace: str, owner: str, child: Object, resolved: Any = None) -> None:
         with self._ready:
-            self._pending[(namespace, owner)] = child
+            previous = self._pending.get((namespace, owner))
+            if resolved is None and previous is not None:
+                resolved = previous[1]
+            self._pending[(namespace, owner)] = (child, resolved)
             self._ready.notify()
 
-    def take(self, timeout: float) -> dict[tuple[str, str], Object]:
+    def take(self, timeout: float, linger: float) -> dict[tuple[str, str], tuple[Object, Any]]:
+        """Wait up to `timeout` for a first change, then `linger` for more to join it."""
         with self._ready:
-            if not self._pending:
-                self._ready.wait(timeout)
+            if not self._pending and not self._ready.wait(timeout):
+                return {}
+        time.sleep(linger)
+        with self._ready:
             taken, self._pending = self._pending, {}
             return taken
 

@@ -7,6 +7,7 @@ work for each resource lives (modelversion.py, modeldeployment.py, approval.py).
 import asyncio
 import logging
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from mlops_operator import approval, kube, modeldeployment, modelversion, webhook
+from mlops_operator.builders import ResolvedVersion
 from mlops_operator.conditions import Reporter
 from mlops_operator.constants import (
     FINALIZER,
@@ -59,7 +61,6 @@ def configure(settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
     settings.watching.server_timeout = SETTINGS.watch_server_timeout
     settings.watching.client_timeout = SETTINGS.watch_client_timeout
     settings.networking.request_timeout = SETTINGS.request_timeout
-    settings.execution.max_workers = 16
     if SETTINGS.webhook_host:
         directory = Path(SETTINGS.webhook_cert_dir or tempfile.mkdtemp(prefix="mlops-webhook-"))
         cert, key = directory / "webhook.crt", directory / "webhook.key"
@@ -81,14 +82,20 @@ def configure(settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
 
 
 @kopf.on.event(*MV)
-def model_version(type: str | None, body: Body, logger: Log, **_: Any) -> None:
+async def model_version(type: str | None, body: Body, logger: Log, **_: Any) -> None:
     """Verify, record approval and aliases; then converge the deployments of this model."""
     kube.VERSIONS.update(dict(body), deleted=type == "DELETED")
     key = modelversion.change_key(body)
     if type != "DELETED" and CHANGES.seen(body, key):
         return  # an echo of our own status write
+    await asyncio.to_thread(_model_version, type, dict(body), key, logger)
+
+
+def _model_version(type: str | None, body: Body, key: Any, logger: Log) -> None:
+    meta = body["metadata"]
     if type != "DELETED":
-        with reconciling("ModelVersion"):
+        lock = kube.object_lock(meta["namespace"], f"modelversions/{meta['name']}")
+        with lock, reconciling("ModelVersion"):
             modelversion.reconcile(dict(body), SETTINGS, reporter(body, logger))
         CHANGES.handled(body, key)
     namespace = body["metadata"]["namespace"]
@@ -134,7 +141,7 @@ if SETTINGS.webhook_host:
 
 
 @kopf.on.event(*MDEP)
-def model_deployment(type: str | None, body: Body, logger: Log, **_: Any) -> None:
+async def model_deployment(type: str | None, body: Body, logger: Log, **_: Any) -> None:
     """Converge children and status when the spec is new or changed."""
     meta = body["metadata"]
     kube.DEPLOYMENTS.update(dict(body), deleted=type == "DELETED")
@@ -143,16 +150,20 @@ def model_deployment(type: str | None, body: Body, logger: Log, **_: Any) -> Non
         return
     if CHANGES.seen(body, meta.get("generation")):
         return  # an echo of our own status write
-    with reconciling("ModelDeployment"):
-        modeldeployment.reconcile(dict(body), SETTINGS, reporter(body, logger))
+    await asyncio.to_thread(_model_deployment, dict(body), logger)
     CHANGES.handled(body, meta.get("generation"))
+
+
+def _model_deployment(body: Body, logger: Log) -> None:
+    with reconciling("ModelDeployment"):
+        modeldeployment.reconcile(body, SETTINGS, reporter(body, logger))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILDREN)
 @kopf.on.event("", "v1", "services", labels=CHILDREN)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=CHILDREN)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=CHILDREN)
-def child_changed(type: str | None, body: Body, logger: Log, **_: Any) -> None:
+async def child_changed(type: str | None, body: Body, logger: Log, **_: Any) -> None:
     """A child changed: repair it if someone else did; mirror a Deployment's status."""
     meta = body["metadata"]
     owner = (meta.get("labels") or {}).get(LABEL_DEPLOYMENT)
@@ -162,8 +173,12 @@ def child_changed(type: str | None, body: Body, logger: Log, **_: Any) -> None:
         if body["kind"] == "Deployment":
             kube.STATUS.submit(meta["namespace"], owner, dict(body))
         return
+    await asyncio.to_thread(_repair, meta["namespace"], owner, logger)
+
+
+def _repair(namespace: str, owner: str, logger: Log) -> None:
     try:
-        mdep = kube.read_custom(modeldeployment.PLURAL, meta["namespace"], owner)
+        mdep = kube.read_custom(modeldeployment.PLURAL, namespace, owner)
     except ApiException as error:
         raise kopf.TemporaryError(
             f"cannot read ModelDeployment {owner}: {error.reason}", delay=5
@@ -176,8 +191,13 @@ def child_changed(type: str | None, body: Body, logger: Log, **_: Any) -> None:
 
 @kopf.on.startup()
 async def start_background(memo: kopf.Memo, logger: Log, **_: Any) -> None:
-    """The periodic resync (the safety net for missed events) and the status writer."""
+    """The periodic resync (the safety net for missed events) and the status writer.
+
+    Handlers are async: events that need no API call (echoes, child status) are
+    handled on the event loop, and the blocking work goes to one bounded pool.
+    """
     loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(kube.WORKERS, thread_name_prefix="mlops"))
     memo["tasks"] = [loop.create_task(_resync(logger)), loop.create_task(_write_statuses(logger))]
 
 
@@ -189,23 +209,34 @@ async def stop_background(memo: kopf.Memo, **_: Any) -> None:
 
 async def _write_statuses(logger: Log) -> None:
     while True:
-        batch = await asyncio.to_thread(kube.STATUS.take, 1.0)
+        batch = await asyncio.to_thread(kube.STATUS.take, 1.0, SETTINGS.status_linger_seconds)
         await asyncio.gather(
             *(
-                asyncio.to_thread(_write_status, namespace, owner, child, logger)
-                for (namespace, owner), child in batch.items()
+                asyncio.to_thread(_write_status, namespace, owner, child, resolved, logger)
+                for (namespace, owner), (child, resolved) in batch.items()
             )
         )
 
 
-def _write_status(namespace: str, owner: str, deployment: dict[str, Any], logger: Log) -> None:
-    mdep = kube.DEPLOYMENTS.get(namespace, owner)
-    if mdep is None:
-        return
+def _write_status(
+    namespace: str,
+    owner: str,
+    deployment: dict[str, Any],
+    resolved: ResolvedVersion | None,
+    logger: Log,
+) -> None:
     try:
         with reconciling("ModelDeploymentStatus"):
-            refreshed = modeldeployment.refresh(mdep, deployment, SETTINGS, reporter(mdep, logger))
-        if refreshed is None:  # no version recorded yet: resolve it in a full reconcile
+            refreshed = modeldeployment.refresh(
+                namespace,
+                owner,
+                deployment,
+                resolved=resolved,
+                settings=SETTINGS,
+                reporter=lambda body: reporter(body, logger),
+            )
+        mdep = kube.DEPLOYMENTS.get(namespace, owner)
+        if refreshed is None and mdep is not None:  # no version recorded: resolve it in full
             with reconciling("ModelDeployment"):
                 modeldeployment.reconcile(mdep, SETTINGS, reporter(mdep, logger))
     except Exception:

@@ -17,6 +17,10 @@ DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
+API_REQUESTS = Counter(
+    "mlops_operator_api_requests", "Requests to the Kubernetes API by method", ["method"]
+)
+
 
 @contextmanager
 def reconciling(kind: str) -> Iterator[None]:

@@ -5,6 +5,7 @@ change, a child's event, a ModelVersion's change, the periodic resync, a
 restart): run twice, or after a crash half-way, it leaves the same objects.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,15 +129,16 @@ def _track_status(
     return track, True, f"{ready}/{desired} replicas ready"
 
 
-def reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> Outcome:
-    """Converge one ModelDeployment's children and status; see the module docstring."""
+def reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> None:
+    """Converge one ModelDeployment's children; a refusal is written to the status at
+    once, the rest of the status through `refresh` (see the module docstring)."""
     meta = mdep["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     with kube.object_lock(namespace, name):
-        return _reconcile(mdep, settings, report)
+        _reconcile(mdep, settings, report)
 
 
-def _reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> Outcome:
+def _reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> None:
     meta = mdep["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
     config = _config(settings)
@@ -145,9 +147,11 @@ def _reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> Ou
         spec = ModelDeploymentSpec.model_validate(mdep.get("spec", {}))
         stable = _resolve(spec, namespace)
     except ValidationError as error:
-        return _refuse(mdep, RefusedError("InvalidSpec", str(error)), generation, report)
+        _refuse(mdep, RefusedError("InvalidSpec", str(error)), generation, report)
+        return
     except RefusedError as refusal:
-        return _refuse(mdep, refusal, generation, report)
+        _refuse(mdep, refusal, generation, report)
+        return
     desired = render_track(spec, owner, "stable", stable, config)
     applied = {obj["kind"]: kube.apply(obj) for obj in desired}
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
@@ -155,19 +159,14 @@ def _reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> Ou
         kube.delete(kind, namespace, child)
         report.normal("ChildDeleted", f"deleted {kind} {child}: no longer part of the spec")
     previous = ((mdep.get("status") or {}).get("tracks") or {}).get("stable") or {}
-    if previous.get("modelVersion") != stable.object_name:
+    if previous and previous.get("modelVersion") != stable.object_name:
         report.normal(
             "RollingOut",
             f"stable track: ModelVersion {stable.object_name} (version {stable.version})",
         )
-    return publish(
-        mdep,
-        spec=spec,
-        stable=stable,
-        deployment=applied["Deployment"],
-        config=config,
-        report=report,
-    )
+    # The status follows from the status writer, batched with the Deployment's own
+    # status events: the worker is free for the next object at once.
+    kube.STATUS.submit(namespace, name, applied["Deployment"], stable)
 
 
 def _resolve(spec: ModelDeploymentSpec, namespace: str) -> ResolvedVersion:
@@ -192,31 +191,39 @@ def _config(settings: OperatorSettings) -> RenderConfig:
 
 
 def refresh(
-    mdep: Object, deployment: Object, settings: OperatorSettings, report: Reporter
+    namespace: str,
+    name: str,
+    deployment: Object,
+    *,
+    resolved: ResolvedVersion | None,
+    settings: OperatorSettings,
+    reporter: Callable[[Object], Reporter],
 ) -> Outcome | None:
-    """Mirror a changed Deployment status into the owner's status, without re-applying.
+    """Write the owner's status that its Deployment's state implies, without re-applying.
 
-    The version comes from the owner's status: this path runs only for child status
-    changes, after a full reconcile has resolved and recorded the version.
+    The version is the one a reconcile just `resolved`, else the one the owner's
+    status records (read under the object's lock, so a reconcile in progress
+    finishes first). None when there is no such owner or no version to report.
     """
-    stable = ((mdep.get("status") or {}).get("tracks") or {}).get("stable")
-    if not stable:
-        return None
-    try:
-        spec = ModelDeploymentSpec.model_validate(mdep.get("spec", {}))
-    except ValidationError:
-        return None
-    version = ResolvedVersion(
-        stable["modelVersion"], spec.model, stable["version"], "", stable.get("digest")
-    )
-    with kube.object_lock(mdep["metadata"]["namespace"], mdep["metadata"]["name"]):
+    with kube.object_lock(namespace, name):
+        mdep = kube.DEPLOYMENTS.get(namespace, name)
+        stable = ((mdep or {}).get("status") or {}).get("tracks", {}).get("stable")
+        if mdep is None or not (resolved or stable):
+            return None
+        try:
+            spec = ModelDeploymentSpec.model_validate(mdep.get("spec", {}))
+        except ValidationError:
+            return None
+        version = resolved or ResolvedVersion(
+            stable["modelVersion"], spec.model, stable["version"], "", stable.get("digest")
+        )
         return publish(
             mdep,
             spec=spec,
             stable=version,
             deployment=deployment,
             config=_config(settings),
-            report=report,
+            report=reporter(mdep),
         )
 
 
@@ -271,7 +278,9 @@ def publish(
     if ready and old_status.get("phase") != "Ready":
         report.normal("Ready", f"stable track ready: {why}")
     if any(old_status.get(key) != value for key, value in status.items()):
-        kube.patch_status(PLURAL, meta["namespace"], meta["name"], status)
+        written = kube.patch_status(PLURAL, meta["namespace"], meta["name"], status)
+        if written is not None:  # status refreshes read it before the watch echoes it
+            kube.DEPLOYMENTS.update(written, deleted=False)
     return Outcome(phase, ready, why)
 
 
@@ -280,7 +289,7 @@ def _refuse(
     refusal: RefusedError,
     generation: int | None,
     report: Reporter,
-) -> Outcome:
+) -> None:
     """Report why nothing was changed; the running children stay as they are."""
     meta = mdep["metadata"]
     old_status: Object = mdep.get("status") or {}
@@ -302,7 +311,6 @@ def _refuse(
         ),
     }
     kube.patch_status(PLURAL, meta["namespace"], meta["name"], status)
-    return Outcome(status["phase"], False, refusal.message)
 
 
 def following(model_version: Object, deployments: list[Object]) -> list[Object]:

@@ -41,5 +41,8 @@ class OperatorSettings(BaseSettings):
     """Address the webhook server binds."""
     webhook_cert_dir: str | None = None
     """Folder with webhook.crt and webhook.key; a self-signed pair is made when unset."""
-    resync_seconds: float = Field(default=30, gt=0)
-    """Period of the safety-net reconcile of every ModelDeployment."""
+    resync_seconds: float = Field(default=600, gt=0)
+    """Period of the safety-net reconcile of every ModelVersion and ModelDeployment
+    (events drive the work; this only catches what a lost watch event missed)."""
+    status_linger_seconds: float = Field(default=0.5, ge=0)
+    """How long a status refresh waits for more child changes to write them together."""
