@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec
 from mlops_operator.constants import (
+    ANNOTATION_MODEL_VERSION,
     API_VERSION,
     ARTIFACT_CACHE,
     LABEL_COMPONENT,
@@ -19,10 +20,13 @@ from mlops_operator.constants import (
     LABEL_MODEL,
     LABEL_NAME,
     LABEL_TRACK,
+    LABEL_VERIFIED_BY_POD,
     LABEL_VERSION,
     MANAGED_BY,
     PVC_ROOT,
     SERVING_PORT,
+    TERMINATION_LOG,
+    VERIFY_CONTAINER,
 )
 
 Manifest = dict[str, Any]
@@ -236,6 +240,21 @@ def render_deployment(
     if spec.resources is not None:
         container["resources"] = spec.resources.model_dump(by_alias=True, exclude_none=True)
     pod_labels = labels(owner, track, version)
+    init_containers: list[Manifest] = []
+    if urlparse(version.uri).scheme == "pvc":
+        # The operator cannot read a claim: the pod checks the digest before serving, and
+        # its verdict (the termination message) reaches the ModelVersion's status.
+        init_containers.append(
+            {
+                **{k: v for k, v in container.items() if not k.endswith(("Probe", "ports"))},
+                "name": VERIFY_CONTAINER,
+                "args": ["verify"],
+                "env": [*env, {"name": "MLOPS_SERVING_REPORT_FILE", "value": TERMINATION_LOG}],
+                "terminationMessagePath": TERMINATION_LOG,
+                "terminationMessagePolicy": "File",
+            }
+        )
+        pod_labels[LABEL_VERIFIED_BY_POD] = "true"
     deployment: Manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -254,7 +273,7 @@ def render_deployment(
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(SERVING_PORT),
                         "prometheus.io/path": "/metrics",
-                        "mlops.dev/model-version": version.object_name,
+                        ANNOTATION_MODEL_VERSION: version.object_name,
                     },
                 },
                 "spec": {
@@ -265,6 +284,7 @@ def render_deployment(
                         "fsGroup": 65532,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
+                    **({"initContainers": init_containers} if init_containers else {}),
                     "containers": [container],
                     "volumes": volumes,
                     "terminationGracePeriodSeconds": 30,

@@ -17,6 +17,11 @@ LABEL_DEPLOYMENT = f"{GROUP}/deployment"
 LABEL_TRACK = f"{GROUP}/track"
 LABEL_MODEL = f"{GROUP}/model"
 LABEL_VERSION = f"{GROUP}/version"
+# On pods whose init container `verify` checks the artifact (what the operator cannot reach).
+LABEL_VERIFIED_BY_POD = f"{GROUP}/verified-by-pod"
+ANNOTATION_MODEL_VERSION = f"{GROUP}/model-version"
+VERIFY_CONTAINER = "verify"
+TERMINATION_LOG = "/dev/termination-log"
 
 SERVING_PORT = 8080
 ARTIFACT_CACHE = "/tmp/mlops-serving"  # noqa: S108 - an emptyDir mounted in the pod

@@ -22,6 +22,7 @@ from mlops_operator.constants import (
     GROUP,
     LABEL_DEPLOYMENT,
     LABEL_MANAGED_BY,
+    LABEL_VERIFIED_BY_POD,
     MANAGED_BY,
     VERSION,
 )
@@ -187,6 +188,23 @@ def _repair(namespace: str, owner: str, logger: Log) -> None:
         return
     with reconciling("ModelDeployment"):
         modeldeployment.reconcile(mdep, SETTINGS, reporter(mdep, logger))
+
+
+@kopf.on.event("", "v1", "pods", labels={**CHILDREN, LABEL_VERIFIED_BY_POD: "true"})
+async def pod_verified(type: str | None, body: Body, logger: Log, **_: Any) -> None:
+    """A serving pod's verify step ended: its verdict goes into the ModelVersion's status."""
+    verdict = None if type == "DELETED" else modelversion.pod_verdict(dict(body))
+    if verdict is not None:
+        namespace = body["metadata"]["namespace"]
+        await asyncio.to_thread(_record_verdict, namespace, verdict, logger)
+
+
+def _record_verdict(namespace: str, verdict: modelversion.PodVerdict, logger: Log) -> None:
+    name = verdict.model_version
+    mv = kube.VERSIONS.named(namespace, name) or kube.read_custom("modelversions", namespace, name)
+    if mv is not None:
+        with kube.object_lock(namespace, f"modelversions/{name}"), reconciling("ModelVersion"):
+            modelversion.record_pod_verdict(mv, verdict, SETTINGS, reporter(mv, logger))
 
 
 @kopf.on.startup()

@@ -8,6 +8,7 @@ copies them into status, where users without status rights cannot write.
 """
 
 import configparser
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from urllib.parse import urlparse
 
 from mlops_operator import approval, kube
 from mlops_operator.conditions import Reporter, condition, merge, now
+from mlops_operator.constants import ANNOTATION_MODEL_VERSION, VERIFY_CONTAINER
 from mlops_operator.settings import OperatorSettings
 from mlops_serving.digest import file_digest
 from mlops_serving.fetch import remote_digest
@@ -123,9 +125,16 @@ def _artifact(
     if known and known.get("verifiedDigest") == artifact.get("digest"):
         verified, message, status = (
             True,
-            f"{artifact['uri']} matches {known['verifiedDigest']}",
+            known.get("message") or f"{artifact['uri']} matches {known['verifiedDigest']}",
             known,
         )
+    elif (
+        known.get("verifiedBy") == "pod"
+        and not known.get("verifiedDigest")
+        and progress.old.get("observedGeneration") == progress.generation
+    ):
+        # A pod's verify step refused this spec's artifact (recorded by record_pod_verdict).
+        verified, message, status = False, str(known.get("message")), known
     else:
         verified, message, status = verify_artifact(mv, settings)
         if verified is not None:
@@ -147,6 +156,103 @@ def _artifact(
         item["status"] = "Unknown"
     progress.conditions.append(item)
     return verified, message, status
+
+
+@dataclass(frozen=True)
+class PodVerdict:
+    """What a serving pod's `verify` init container found (its termination message)."""
+
+    model_version: str
+    pod: str
+    pinned: str | None
+    ok: bool
+    message: str
+    size: int | None
+
+
+def pod_verdict(pod: Object) -> PodVerdict | None:
+    """The verify step's verdict from a pod's status; None until there is one. A
+    container that ended without a JSON verdict (a fake node's, say) tells nothing."""
+    meta, spec = pod["metadata"], pod.get("spec") or {}
+    name = (meta.get("annotations") or {}).get(ANNOTATION_MODEL_VERSION)
+    container = next(
+        (c for c in spec.get("initContainers") or [] if c.get("name") == VERIFY_CONTAINER), None
+    )
+    if not name or container is None:
+        return None
+    pinned = next(
+        (
+            e.get("value")
+            for e in container.get("env") or []
+            if e["name"] == "MLOPS_SERVING_MODEL_DIGEST"
+        ),
+        None,
+    )
+    for state in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        if state.get("name") != VERIFY_CONTAINER:
+            continue
+        ended = (state.get("state") or {}).get("terminated") or (state.get("lastState") or {}).get(
+            "terminated"
+        )
+        try:
+            found = json.loads((ended or {}).get("message") or "")
+        except ValueError:
+            return None
+        if not isinstance(found, dict) or not isinstance(found.get("ok"), bool):
+            return None
+        size = found.get("sizeBytes")
+        return PodVerdict(
+            model_version=name,
+            pod=meta["name"],
+            pinned=pinned,
+            ok=found["ok"],
+            message=str(found.get("message", ""))[:4096],
+            size=size if isinstance(size, int) else None,
+        )
+    return None
+
+
+def record_pod_verdict(
+    mv: Object, verdict: PodVerdict, settings: OperatorSettings, report: Reporter
+) -> None:
+    """Copy a pod's verdict on the pinned artifact into the ModelVersion's status, once."""
+    if verdict.pinned != mv["spec"]["artifact"].get("digest"):
+        return  # a pod of an earlier pin
+    old: Object = mv.get("status") or {}
+    known: Object = old.get("artifact") or {}
+    digest = verdict.pinned if verdict.ok else None
+    if known.get("verifiedDigest") == digest and (
+        digest or known.get("message") == verdict.message
+    ):
+        return  # already recorded (every replica reports, on every pod event)
+    artifact: Object = {
+        "verifiedDigest": digest,
+        "sizeBytes": verdict.size,
+        "verifiedAt": now(),
+        "verifiedBy": "pod",
+        "pod": verdict.pod,
+        "message": f"verified by pod {verdict.pod}: {verdict.message}",
+    }
+    history = [
+        *old.get("history", []),
+        {
+            "time": artifact["verifiedAt"],
+            "type": "Artifact",
+            "to": "Verified" if verdict.ok else "Failed",
+            "message": artifact["message"],
+        },
+    ][-HISTORY_LIMIT:]
+    if verdict.ok:
+        report.normal("ArtifactVerified", artifact["message"])
+    else:
+        report.warning("ArtifactRejected", artifact["message"])
+    meta = mv["metadata"]
+    written = kube.patch_status(
+        PLURAL, meta["namespace"], meta["name"], {"artifact": artifact, "history": history}
+    )
+    if written is not None:
+        kube.VERSIONS.update(written, deleted=False)
+        reconcile(written, settings, report)
 
 
 def _approval(mv: Object, report: Reporter, progress: Progress) -> Object:

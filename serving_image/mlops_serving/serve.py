@@ -2,6 +2,7 @@
 
     mlops-serve          verify, then serve (settings from MLOPS_SERVING_* variables)
     mlops-serve verify   fetch and verify only; exit 1 with the reason on any failure
+                         (and the verdict as JSON in MLOPS_SERVING_REPORT_FILE, if set)
 
 The artifact is fetched and verified once, in this process, before any worker
 starts: a digest mismatch, a missing file or an unknown format ends the process
@@ -9,18 +10,20 @@ with a non-zero status and never reaches a loader.
 """
 
 import argparse
+import json
 import logging
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 import uvicorn
 from pydantic import ValidationError
 
 from .app import create_app
 from .bundle import BundleError, open_bundle
-from .digest import DigestMismatchError
-from .fetch import materialize
+from .digest import DigestMismatchError, file_digest
+from .fetch import local_path, materialize
 from .loaders import container_cpus
 from .settings import ServingSettings
 
@@ -30,6 +33,25 @@ log = logging.getLogger("mlops_serving")
 def app_from_env() -> object:
     """uvicorn factory for worker processes: settings from the environment."""
     return create_app(ServingSettings())
+
+
+VERDICT_MESSAGE_LIMIT = 2048  # a termination message holds at most 4096 bytes
+
+
+def write_verdict(report: Path, settings: ServingSettings, error: str | None) -> None:
+    """The verify step's verdict as one JSON object: ok, message, and for artifacts on
+    a mounted path the digest and size found (of the file, or a bundle's bundle.json)."""
+    uri = settings.model_uri
+    verdict: dict[str, object] = {
+        "ok": error is None,
+        "message": (error or f"{uri} matches {settings.model_digest}")[:VERDICT_MESSAGE_LIMIT],
+    }
+    path = local_path(uri, settings.pvc_root)
+    target = path / "bundle.json" if path is not None and path.is_dir() else path
+    if target is not None and target.is_file():
+        verdict["digest"] = file_digest(target)
+        verdict["sizeBytes"] = target.stat().st_size
+    report.write_text(json.dumps(verdict))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         manifest, profile = open_bundle(directory)
     except (BundleError, DigestMismatchError, OSError) as error:
         print(f"mlops-serve: artifact rejected: {error}", file=sys.stderr)
+        if args.command == "verify" and settings.report_file:
+            write_verdict(settings.report_file, settings, str(error))
         return 1
     log.info(
         "verified %s %s: %s/%s, %d features, %d reference rows",
@@ -65,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         profile.rows,
     )
     if args.command == "verify":
+        if settings.report_file:
+            write_verdict(settings.report_file, settings, None)
         return 0
     workers = settings.workers or container_cpus()
     if workers > 1:

@@ -31,6 +31,9 @@ class ServingSettings(BaseSettings):
     """Where artifacts are downloaded and unpacked."""
     pvc_root: Path = Path("/mnt/models")
     """Where pvc://claim/... volumes are mounted (one directory per claim)."""
+    report_file: Path | None = None
+    """Where `mlops-serve verify` writes its verdict as JSON (in a pod: the termination
+    message, which the operator copies into the ModelVersion's status)."""
     artifact_token_file: Path | None = None
     """Bearer token file for http(s) artifact downloads."""
     auth_token_file: Path | None = None

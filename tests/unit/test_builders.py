@@ -90,6 +90,36 @@ def test_pvc_artifact_is_mounted_read_only() -> None:
     assert service["kind"] == "Service"
 
 
+def test_pvc_artifact_is_verified_by_an_init_container_that_reports() -> None:
+    spec = ModelDeploymentSpec.model_validate({"model": "iris", "stable": {"version": "3"}})
+    pvc = ResolvedVersion(
+        "iris-3", "iris", "3", "pvc://model-store/iris/3.tar.gz", "sha256:" + "cd" * 32
+    )
+    deployment = render_track(spec, OWNER, "stable", pvc, CONFIG)[0]
+    template = deployment["spec"]["template"]
+    (verify,) = template["spec"]["initContainers"]
+    serving = template["spec"]["containers"][0]
+    assert verify["name"] == "verify"
+    assert verify["args"] == ["verify"]
+    assert verify["image"] == serving["image"]
+    assert verify["volumeMounts"] == serving["volumeMounts"]
+    assert verify["securityContext"] == serving["securityContext"]
+    assert "readinessProbe" not in verify
+    assert "ports" not in verify
+    env = {e["name"]: e.get("value") for e in verify["env"]}
+    assert env["MLOPS_SERVING_MODEL_DIGEST"] == "sha256:" + "cd" * 32
+    assert env["MLOPS_SERVING_REPORT_FILE"] == verify["terminationMessagePath"]
+    assert template["metadata"]["labels"]["mlops.dev/verified-by-pod"] == "true"
+    assert template["metadata"]["annotations"]["mlops.dev/model-version"] == "iris-3"
+
+
+def test_reachable_artifact_gets_no_init_container() -> None:
+    spec = ModelDeploymentSpec.model_validate({"model": "iris", "stable": {"version": "3"}})
+    template = render_track(spec, OWNER, "stable", VERSION, CONFIG)[0]["spec"]["template"]
+    assert "initContainers" not in template["spec"]
+    assert "mlops.dev/verified-by-pod" not in template["metadata"]["labels"]
+
+
 def test_one_replica_gets_no_disruption_budget_or_autoscaler() -> None:
     spec = ModelDeploymentSpec.model_validate({"model": "iris", "stable": {"version": "3"}})
     kinds = [child["kind"] for child in render_track(spec, OWNER, "stable", VERSION, CONFIG)]

@@ -162,6 +162,10 @@ class ArtifactStatus(ApiModel):
     """When it was verified."""
     verified_by: Literal["operator", "pod"] | None = None
     """Who verified it: the operator, or the serving pod's verify step (pvc)."""
+    pod: ShortText | None = None
+    """The pod whose verify step reported (when verifiedBy is pod)."""
+    message: LongText | None = None
+    """What the verifier reported; on failure, why (verifiedDigest is then unset)."""
 
 
 class ApprovalStatus(ApiModel):
