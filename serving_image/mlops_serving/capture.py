@@ -60,10 +60,11 @@ def merge_windows(windows: Iterable[dict[str, Any]], reservoir: int) -> list[dic
 class Capture:
     """Time-windowed bin counts and reservoirs for one serving process.
 
-    Binning is vectorised across features: numeric values are compared with a
-    features x edges matrix (padded with +inf) in one numpy expression, and all
-    bins land in one concatenated count vector through a single bincount, so the
-    cost per request hardly grows with the number of features.
+    Binning is vectorised across features: numeric values are compared with each
+    rank of a features x edges matrix (padded with +inf), the comparisons summed
+    in a small integer type (one byte per value: these loops are memory-bound),
+    and all bins land in one concatenated count vector through a single bincount,
+    so the cost per request hardly grows with the number of features.
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class Capture:
             edges[row, : len(feature_edges)] = feature_edges
         # Row k holds every numeric feature's k-th edge: bin = how many edges lie below x.
         self.edges_by_rank = edges.T.copy()
+        self.rank_type = np.uint8 if width < np.iinfo(np.uint8).max else np.uint16
         self._pending: list[tuple[int, npt.NDArray[Any], npt.NDArray[Any] | None]] = []
         self._pending_rows = 0
         self.categorical = [
@@ -162,9 +164,13 @@ class Capture:
         if self.numeric_columns.size:
             values = rows if self.all_numeric else rows[:, self.numeric_columns]
             values = values.astype(np.float64, copy=False)
-            bins = np.broadcast_to(self.numeric_offsets, values.shape).copy()
+            ranks = np.zeros(values.shape, self.rank_type)
+            above = np.empty(values.shape, np.bool_)
+            above_as_rank = above.view(np.uint8)  # True is 1
             for edge in self.edges_by_rank:
-                bins += values > edge
+                np.greater(values, edge, out=above)
+                ranks += above_as_rank
+            bins = ranks + self.numeric_offsets
             window.counts += np.bincount(bins.ravel(), minlength=self.total_bins)
         for column, offset, feature in self.categorical:
             window.counts += np.bincount(
