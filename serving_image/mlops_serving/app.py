@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from . import binary
 from .bundle import Manifest, open_bundle
 from .capture import Capture, SharedCapture
 from .fetch import materialize
@@ -238,6 +239,9 @@ class Handlers:
             body += chunk
             if len(body) > self.limit:
                 raise RequestError(413, "body", f"larger than the {self.limit}-byte limit")
+        header = request.headers.get(binary.HEADER)
+        if header is not None:
+            return binary.split(bytes(body), header)
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as error:
@@ -298,7 +302,8 @@ class Handlers:
             if state.capturing and state.capture.capture.sampled():
                 state.capture.capture.record(rows, outputs.primary)
                 metrics.captured_rows.inc(len(rows))
-            return _json(answer(outputs, payload))
+            answered = answer(outputs, payload)
+            return answered if isinstance(answered, Response) else _json(answered)
         except RequestError as error:
             code = error.status
             return _error(error.status, error.message, field=error.field)
@@ -324,16 +329,28 @@ class Handlers:
         }
 
     def answer_infer(self, outputs: Outputs, payload: Any) -> Any:
+        tensors = infer_outputs(outputs.tensors, payload.get("outputs"))
+        everything, named = binary.wants_binary(payload)
+        blob = b""
+        if everything or named:
+            tensors, blob = binary.encode(tensors, outputs.tensors, everything, named)
         response: dict[str, Any] = {
             "model_name": self.state.name,
             "model_version": self.state.version,
-            "outputs": infer_outputs(outputs.tensors, payload.get("outputs")),
+            "outputs": tensors,
         }
         if isinstance(payload.get("id"), str):
             response["id"] = payload["id"]
         if isinstance(payload.get("parameters"), dict):
             response["parameters"] = payload["parameters"]
-        return response
+        if not blob:
+            return response
+        head = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+        return Response(
+            head + blob,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(len(head))},
+        )
 
     def metadata(self) -> dict[str, Any]:
         state = self.state
@@ -455,7 +472,13 @@ def _info_routes(app: FastAPI, h: Handlers) -> None:
     @app.get("/v2")
     async def server_metadata() -> Response:
         """OIP v2 server metadata."""
-        return _json({"name": "mlops-serving", "version": "1", "extensions": ["capture"]})
+        return _json(
+            {
+                "name": "mlops-serving",
+                "version": "1",
+                "extensions": ["binary_tensor_data", "capture"],
+            }
+        )
 
     @app.get("/model-info")
     async def model_info() -> Response:

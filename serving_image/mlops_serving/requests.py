@@ -166,9 +166,12 @@ class Features:
             raise RequestError(422, f"{field}.shape", "required: a list of non-negative integers")
         if datatype not in DATATYPES:
             raise RequestError(422, f"{field}.datatype", f"must be one of {', '.join(DATATYPES)}")
-        if not isinstance(data, list):
+        if isinstance(data, np.ndarray):  # decoded from the binary extension (binary.py)
+            array = data
+        elif isinstance(data, list):
+            array = _typed_array(data, datatype, f"{field}.data")
+        else:
             raise RequestError(422, f"{field}.data", "required: a list")
-        array = _typed_array(data, datatype, f"{field}.data")
         if array.size != math.prod(shape):
             raise RequestError(
                 422,

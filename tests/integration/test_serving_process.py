@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
+from tritonclient import http as httpclient
 
 from mlops_serving import bundle
 from mlops_serving.digest import file_digest
@@ -177,3 +178,29 @@ def test_missing_settings_are_named(tmp_path: Path) -> None:
     result = subprocess.run(SERVE, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "model_uri" in result.stderr
+
+
+def test_triton_client_speaks_binary_tensors_with_the_server(server: str) -> None:
+    """NVIDIA's own OIP client (tritonclient.http) sends and reads binary tensor data."""
+    frame, _ = load_iris(return_X_y=True, as_frame=True)
+    rows = frame.to_numpy()[:6]
+    tensor = httpclient.InferInput("x", list(rows.shape), "FP64")
+    tensor.set_data_from_numpy(rows, binary_data=True)
+    wanted = [
+        httpclient.InferRequestedOutput("predict", binary_data=True),
+        httpclient.InferRequestedOutput("predict_proba", binary_data=False),
+    ]
+    connection = httpclient.InferenceServerClient(server.removeprefix("http://"))
+    try:
+        assert connection.is_server_ready()
+        assert connection.is_model_ready("iris")
+        result = connection.infer("iris", [tensor], outputs=wanted)
+    finally:
+        connection.close()
+    answer = result.get_response()
+    predict = next(o for o in answer["outputs"] if o["name"] == "predict")
+    assert predict["parameters"]["binary_data_size"] == 6 * 8
+    assert result.as_numpy("predict").tolist() == [0, 0, 0, 0, 0, 0]  # iris' first rows: setosa
+    proba = result.as_numpy("predict_proba")
+    assert proba.shape == (6, 3)
+    assert proba.sum(axis=1) == pytest.approx([1.0] * 6)
