@@ -1,0 +1,157 @@
+"""The serving image, built from serving_image/Dockerfile and run as a container.
+
+hack/image.sh builds it (Docker where an engine runs; else podman on a Debian root
+made with debootstrap). The containers run as Kubernetes would run our pods: the
+image's own user, a read-only root filesystem with /tmp the only writable path,
+the artifact on a read-only mount. They listen on loopback (host network).
+Without a container engine the tests skip, unless MLOPS_REQUIRE_IMAGE=1 (CI).
+"""
+
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from mlops_serving import bundle
+from mlops_serving.digest import file_digest
+
+from .kube import ROOT, wait_until
+from .test_serving_process import free_port
+
+IMAGE = "localhost/mlops-serving:test"
+IMAGE_SH = ROOT / "hack" / "image.sh"
+UID = "65532"
+
+
+def engine(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(IMAGE_SH), "engine", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    built = subprocess.run(
+        ["bash", str(IMAGE_SH), "build"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+        env={**os.environ, "IMAGE": IMAGE},
+    )
+    if built.returncode != 0:
+        reason = f"hack/image.sh build failed:\n{built.stderr[-3000:]}"
+        if os.environ.get("MLOPS_REQUIRE_IMAGE") == "1":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A folder with a real bundle, readable by the image's user, and its digest."""
+    frame, target = load_iris(return_X_y=True, as_frame=True)
+    folder = tmp_path_factory.mktemp("models")
+    out = bundle.build(
+        LogisticRegression(max_iter=500).fit(frame.to_numpy(), target),
+        frame,
+        folder / "iris.tar.gz",
+        name="iris",
+        version="1",
+    )
+    for path in (folder, out):  # pytest's temporary folders are private to root
+        path.chmod(0o755)
+    return folder, file_digest(out)
+
+
+def pod_like(port: int, folder: Path, digest: str) -> list[str]:
+    return [
+        "--network=host",
+        "--read-only",
+        "--tmpfs=/tmp",
+        f"--volume={folder}:/models:ro",
+        "--env=MLOPS_SERVING_MODEL_URI=file:///models/iris.tar.gz",
+        f"--env=MLOPS_SERVING_MODEL_DIGEST={digest}",
+        "--env=MLOPS_SERVING_HOST=127.0.0.1",
+        f"--env=MLOPS_SERVING_PORT={port}",
+        "--env=MLOPS_SERVING_WORKERS=2",
+    ]
+
+
+@pytest.fixture
+def container(image: str, models: tuple[Path, str]) -> Iterator[tuple[str, str]]:
+    folder, digest = models
+    port = free_port()
+    started = engine("run", "--detach", *pod_like(port, folder, digest), image)
+    assert started.returncode == 0, started.stderr
+    name = started.stdout.strip()
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_until(ready, f"the container to be ready ({engine('logs', name).stderr[-2000:]})", 120)
+        yield name, base
+    finally:
+        engine("rm", "--force", name)
+
+
+def test_image_serves_as_its_non_root_user_on_a_read_only_root(
+    container: tuple[str, str],
+) -> None:
+    name, base = container
+    request = urllib.request.Request(
+        f"{base}/predict", data=orjson.dumps({"features": [5.1, 3.5, 1.4, 0.2]}), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert orjson.loads(answer.read())["prediction"] == 0
+    assert engine("exec", name, "id", "-u").stdout.strip() == UID
+    written = engine("exec", name, "touch", "/opt/venv/x")
+    assert written.returncode != 0
+    assert "Read-only file system" in written.stderr
+
+
+def test_image_carries_no_build_tools(image: str) -> None:
+    found = engine(
+        "run", "--rm", "--entrypoint=sh", image, "-c",
+        "for t in gcc cc g++ make pip pip3 ld; do command -v $t; done;"
+        " ls /opt/venv/bin | grep -E '^(pip|easy_install)' ;"
+        " /opt/venv/bin/python -c 'import pip' 2>/dev/null && echo pip-importable;"
+        " /opt/venv/bin/python -c 'import setuptools' 2>/dev/null && echo setuptools-importable;"
+        " true",
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == ""
+    config = orjson.loads(engine("image", "inspect", image).stdout)[0]["Config"]
+    assert config["User"] == f"{UID}:{UID}"
+    assert config["Entrypoint"] == ["mlops-serve"]
+
+
+def test_image_refuses_a_wrong_digest_and_never_listens(
+    image: str, models: tuple[Path, str]
+) -> None:
+    folder, digest = models
+    port = free_port()
+    wrong = "sha256:" + ("0" if digest[-1] != "0" else "1") * 64
+    ran = engine("run", "--rm", *pod_like(port, folder, wrong), image)
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert "artifact rejected" in ran.stderr
+    assert f"does not match the pinned {wrong}" in ran.stderr
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=2)
