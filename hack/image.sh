@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the serving image (serving_image/Dockerfile) and run container commands on it.
+# Build the images (serving_image/Dockerfile, operator/Dockerfile) and run containers.
 #
-#   hack/image.sh build          build $IMAGE (default localhost/mlops-serving:test)
+#   hack/image.sh build [serving|operator]
+#                                build localhost/mlops-<name>:test (or $IMAGE)
 #   hack/image.sh engine ARGS..  run the container engine with ARGS (run, logs, rm, ...)
 #   hack/image.sh which          print the engine in use
 #
@@ -14,7 +15,6 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROOT="$(cd "$HACK_DIR/.." && pwd)"
-IMAGE="${IMAGE:-localhost/mlops-serving:test}"
 BASE=localhost/mlops-python-base:bookworm
 IMAGE_CACHE="$MLOPS_CACHE_DIR/image"
 log() { printf '[image] %s\n' "$*" >&2; }
@@ -67,10 +67,16 @@ podman_base() {
 }
 
 build() {
-  local start=$SECONDS
+  local name="${1:-serving}" start=$SECONDS dockerfile
+  case "$name" in
+    serving) dockerfile="$ROOT/serving_image/Dockerfile" ;;
+    operator) dockerfile="$ROOT/operator/Dockerfile" ;;
+    *) echo "unknown image $name: serving or operator" >&2; exit 2 ;;
+  esac
+  local image="${IMAGE:-localhost/mlops-$name:test}"
   case "$(engine)" in
     docker)
-      docker build -f "$ROOT/serving_image/Dockerfile" -t "$IMAGE" "$ROOT" >&2
+      docker build -f "$dockerfile" -t "$image" "$ROOT" >&2
       ;;
     podman)
       install_podman
@@ -80,15 +86,15 @@ build() {
       # The host's CA bundle is lent to the build for pip's downloads; it is not copied in.
       podman build --isolation chroot --network host \
         -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
-        --build-arg PYTHON_IMAGE="$BASE" -f "$ROOT/serving_image/Dockerfile" -t "$IMAGE" \
-        "$ROOT" >"$IMAGE_CACHE/build.log" 2>&1 || { tail -30 "$IMAGE_CACHE/build.log" >&2; exit 1; }
+        --build-arg PYTHON_IMAGE="$BASE" -f "$dockerfile" -t "$image" \
+        "$ROOT" >"$IMAGE_CACHE/build-$name.log" 2>&1 || { tail -30 "$IMAGE_CACHE/build-$name.log" >&2; exit 1; }
       ;;
   esac
-  log "built $IMAGE with $(engine) in $((SECONDS - start)) s"
+  log "built $image with $(engine) in $((SECONDS - start)) s"
 }
 
 case "${1:-}" in
-  build) build ;;
+  build) build "${2:-serving}" ;;
   which) engine ;;
   engine)
     shift
@@ -96,7 +102,7 @@ case "${1:-}" in
     exec "$(engine)" "$@"
     ;;
   *)
-    echo "usage: $0 build | which | engine ARGS..." >&2
+    echo "usage: $0 build [serving|operator] | which | engine ARGS..." >&2
     exit 2
     ;;
 esac

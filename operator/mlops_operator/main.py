@@ -8,6 +8,7 @@ import asyncio
 import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -271,18 +272,24 @@ async def _resync(logger: Log) -> None:
 
 
 def _resync_once(logger: Log) -> None:
-    namespaces: list[str | None] = list(SETTINGS.namespaces) or [None]
-    for namespace in namespaces:
+    patterns = list(SETTINGS.namespaces)
+    # Namespace patterns ("team-*", as kopf takes them) are listed cluster-wide, then matched.
+    scopes: list[str | None] = (
+        [None] if not patterns or any(set(p) & set("*?[") for p in patterns) else list(patterns)
+    )
+    for namespace in scopes:
         for plural, kind, module in (
             ("modelversions", "ModelVersion", modelversion),
             (modeldeployment.PLURAL, "ModelDeployment", modeldeployment),
         ):
             for obj in kube.list_custom(plural, namespace):
+                meta = obj["metadata"]
+                if patterns and not any(fnmatch(meta["namespace"], p) for p in patterns):
+                    continue
                 try:
                     with reconciling(kind):
                         module.reconcile(obj, SETTINGS, reporter(obj, logger))
                 except Exception:
-                    meta = obj["metadata"]
                     logger.exception(
                         "resync of %s %s/%s failed", kind, meta["namespace"], meta["name"]
                     )

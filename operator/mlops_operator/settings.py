@@ -10,7 +10,8 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLOPS_", use_attribute_docstrings=True)
 
     namespaces: list[str] = []
-    """Namespaces to watch (comma separated or JSON list); empty watches the whole cluster."""
+    """Namespaces to watch, as a JSON list; names or patterns such as "team-*" (kopf's
+    syntax). Empty watches the whole cluster."""
     serving_image: str = "ghcr.io/mlops-dev/mlops-serving:0.1.0"
     """Image for ModelDeployments that do not name one."""
     default_replicas: int = Field(default=1, ge=0)

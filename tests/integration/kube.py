@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from kubernetes import client
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from mlops_serving import bundle
+from mlops_serving.digest import file_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -34,17 +39,34 @@ class Cluster:
         self, *args: str, stdin: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this cluster; raises with stderr when `check` and it fails."""
+        return self._run("kubectl", args, stdin, check)
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run helm against this cluster, as kubectl."""
+        return self._run("helm", args, None, check)
+
+    def _run(
+        self, tool: str, args: tuple[str, ...], stdin: str | None, check: bool
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [self.tool("kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+            [self.tool(tool), "--kubeconfig", str(self.kubeconfig), *args],
             input=stdin,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=300,
             check=False,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+            raise AssertionError(f"{tool} {' '.join(args)} failed: {result.stderr}")
         return result
+
+
+def iris_bundle(out: Path, version: str = "1", c: float = 1.0) -> tuple[Path, str]:
+    """A real bundle of an iris classifier at `out`, and its digest."""
+    frame, target = load_iris(return_X_y=True, as_frame=True)
+    model = LogisticRegression(C=c, max_iter=500).fit(frame.to_numpy(), target)
+    bundle.build(model, frame, out, name="iris", version=version)
+    return out, file_digest(out)
 
 
 def wait_until(

@@ -54,7 +54,9 @@ class Operator:
         self.process.wait(timeout=10)
 
 
-def start_operator(cluster: Cluster, directory: Path, **extra: str) -> Operator:
+def start_operator(
+    cluster: Cluster, directory: Path, *, webhook: bool = True, **extra: str
+) -> Operator:
     directory.mkdir(parents=True, exist_ok=True)
     liveness, metrics = free_port(), free_port()
     env = {
@@ -67,6 +69,9 @@ def start_operator(cluster: Cluster, directory: Path, **extra: str) -> Operator:
         "MLOPS_WEBHOOK_PORT": str(free_port()),
         "MLOPS_WEBHOOK_CERT_DIR": str(directory / "certs"),
         "MLOPS_RESYNC_SECONDS": "10",
+        # Test namespaces only (kube.namespace_name): tests that run an operator of
+        # their own (the chart's) use namespaces outside this pattern.
+        "MLOPS_NAMESPACES": '["t-*"]',
         "MLOPS_SERVING_IMAGE": "registry.example/mlops-serving:test",
         **extra,
     }
@@ -75,6 +80,8 @@ def start_operator(cluster: Cluster, directory: Path, **extra: str) -> Operator:
     )
     operator.spawn()
     wait_until(operator.alive, "the operator's liveness endpoint", timeout=60)
+    if not webhook:
+        return operator
     wait_until(
         lambda: (
             cluster.kubectl("get", "mutatingwebhookconfiguration", GROUP, check=False).returncode

@@ -16,16 +16,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
 
-from mlops_serving import bundle
-from mlops_serving.digest import file_digest
-
-from .kube import ROOT, wait_until
+from .kube import ROOT, iris_bundle, wait_until
 from .test_serving_process import free_port
 
-IMAGE = "localhost/mlops-serving:test"
 IMAGE_SH = ROOT / "hack" / "image.sh"
 UID = "65532"
 
@@ -40,39 +34,39 @@ def engine(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
     )
 
 
-@pytest.fixture(scope="module")
-def image() -> str:
+def built_image(name: str) -> str:
+    """localhost/mlops-<name>:test, built by hack/image.sh; skips (or fails, where
+    MLOPS_REQUIRE_IMAGE=1) when it cannot be built here."""
+    image = f"localhost/mlops-{name}:test"
     built = subprocess.run(
-        ["bash", str(IMAGE_SH), "build"],
+        ["bash", str(IMAGE_SH), "build", name],
         capture_output=True,
         text=True,
         timeout=1800,
         check=False,
-        env={**os.environ, "IMAGE": IMAGE},
+        env={**os.environ, "IMAGE": image},
     )
     if built.returncode != 0:
-        reason = f"hack/image.sh build failed:\n{built.stderr[-3000:]}"
+        reason = f"hack/image.sh build {name} failed:\n{built.stderr[-3000:]}"
         if os.environ.get("MLOPS_REQUIRE_IMAGE") == "1":
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
-    return IMAGE
+    return image
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    return built_image("serving")
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A folder with a real bundle, readable by the image's user, and its digest."""
-    frame, target = load_iris(return_X_y=True, as_frame=True)
     folder = tmp_path_factory.mktemp("models")
-    out = bundle.build(
-        LogisticRegression(max_iter=500).fit(frame.to_numpy(), target),
-        frame,
-        folder / "iris.tar.gz",
-        name="iris",
-        version="1",
-    )
+    out, digest = iris_bundle(folder / "iris.tar.gz")
     for path in (folder, out):  # pytest's temporary folders are private to root
         path.chmod(0o755)
-    return folder, file_digest(out)
+    return folder, digest
 
 
 def pod_like(port: int, folder: Path, digest: str) -> list[str]:

@@ -9,14 +9,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
 
 from mlops_operator.constants import GROUP, VERSION
-from mlops_serving import bundle
-from mlops_serving.digest import file_digest
 
-from .kube import Cluster, wait_until
+from .kube import Cluster, iris_bundle, wait_until
 from .operator_fixture import Operator, condition, get
 
 pytestmark = pytest.mark.cluster
@@ -25,14 +21,12 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
     """Two real iris bundles (versions 1 and 2) on this machine's disk."""
-    frame, target = load_iris(return_X_y=True, as_frame=True)
-    built = {}
-    for version, c in (("1", 1.0), ("2", 0.1)):
-        model = LogisticRegression(C=c, max_iter=500).fit(frame.to_numpy(), target)
-        out = tmp_path_factory.mktemp("bundles") / f"iris-{version}.tar.gz"
-        bundle.build(model, frame, out, name="iris", version=version)
-        built[version] = (out, file_digest(out))
-    return built
+    return {
+        version: iris_bundle(
+            tmp_path_factory.mktemp("bundles") / f"iris-{version}.tar.gz", version, c
+        )
+        for version, c in (("1", 1.0), ("2", 0.1))
+    }
 
 
 def model_version(version: str, built: tuple[Path, str], **spec: Any) -> dict[str, Any]:

@@ -1,0 +1,55 @@
+{{- define "mlops-operator.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mlops-operator.serviceAccountName" -}}
+{{- default (include "mlops-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "mlops-operator.labels" -}}
+app.kubernetes.io/name: mlops-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "mlops-operator.selector" -}}
+app.kubernetes.io/name: mlops-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* What the operator does in each namespace it watches. */}}
+{{- define "mlops-operator.namespacedRules" -}}
+- apiGroups: [mlops.dev]
+  resources: [modelversions, modeldeployments, driftmonitors]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [mlops.dev]
+  resources: [modelversions/status, modeldeployments/status, driftmonitors/status]
+  verbs: [get, patch, update]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}

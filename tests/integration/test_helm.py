@@ -1,0 +1,205 @@
+"""The Helm chart on the local plane: its values are checked, it installs under
+PodSecurity `restricted`, and its RBAC is enough and no more: the operator, run
+with a token of the chart's ServiceAccount, deploys a model in the namespace it
+watches, and that account can do nothing in the others.
+
+The operator runs as a process here (kwok's nodes run no containers), with the
+chart's identity; its namespaces are outside the session operator's "t-*".
+"""
+
+import base64
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .kube import ROOT, Cluster, iris_bundle, wait_until
+from .operator_fixture import condition, get, start_operator, stop_operator
+from .test_image import built_image, engine
+from .test_operator import create, model_deployment, model_version
+from .test_serving_process import free_port
+
+pytestmark = pytest.mark.cluster
+CHART = ROOT / "helm" / "mlops-operator"
+
+
+def rendered(cluster: Cluster, *values: str) -> list[dict[str, Any]]:
+    out = cluster.helm("template", "ops", str(CHART), "-n", "ops", *values).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_chart_lints_renders_both_scopes_and_checks_its_values(cluster: Cluster) -> None:
+    assert "0 chart(s) failed" in cluster.helm("lint", str(CHART)).stdout
+    clusterwide = rendered(cluster)
+    roles = {d["kind"] for d in clusterwide}
+    assert {"ClusterRole", "ClusterRoleBinding", "Deployment", "Service"} <= roles
+    assert "Role" not in roles
+    scoped = rendered(cluster, "--set", "watchNamespaces={team-a,team-b}")
+    namespaced_roles = [d for d in scoped if d["kind"] == "Role"]
+    assert sorted(d["metadata"]["namespace"] for d in namespaced_roles) == ["team-a", "team-b"]
+    cluster_rules = [d for d in scoped if d["kind"] == "ClusterRole"]
+    granted = {
+        r
+        for role in cluster_rules
+        if role["metadata"]["name"] == "ops-mlops-operator-cluster"
+        for rule in role["rules"]
+        for r in rule["resources"]
+    }
+    assert "deployments" not in granted
+    assert "secrets" not in granted
+    for value, field in (
+        ("webhook.port=abc", "/webhook/port"),
+        ("extraEnv.FOO=1", "FOO"),
+        ("watchNamespaces={Bad_Name}", "/watchNamespaces/0"),
+        ("logFormat=xml", "/logFormat"),
+        ("typo=1", "typo"),
+    ):
+        refused = cluster.helm("template", "ops", str(CHART), "--set", value, check=False)
+        assert refused.returncode != 0, value
+        assert field in refused.stderr, refused.stderr
+
+
+@pytest.fixture(scope="module")
+def operator_image() -> str:
+    return built_image("operator")
+
+
+@pytest.fixture
+def release(cluster: Cluster, crds: None) -> Iterator[tuple[str, str]]:
+    suffix = secrets.token_hex(3)
+    system, models = f"mlops-system-{suffix}", f"models-{suffix}"
+    for name in (system, models):
+        cluster.kubectl("create", "namespace", name)
+    cluster.kubectl("label", "namespace", system, "pod-security.kubernetes.io/enforce=restricted")
+    cluster.helm(
+        "install", "mlops-operator", str(CHART), "-n", system,
+        "--set", f"watchNamespaces={{{models}}}",
+        "--set", "webhook.enabled=false",
+        "--set", "image.repository=localhost/mlops-operator", "--set", "image.tag=test",
+    )  # fmt: skip
+    try:
+        yield system, models
+    finally:
+        cluster.helm("uninstall", "mlops-operator", "-n", system, check=False)
+        cluster.kubectl("delete", "namespace", system, models, "--wait=false", check=False)
+
+
+def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """The admin kubeconfig's server and CA, with a token of `account` instead."""
+    token = cluster.kubectl("create", "token", account, "-n", namespace).stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    cluster_entry = admin["clusters"][0]
+    entry = cluster_entry["cluster"]
+    if "certificate-authority" in entry:  # embedded, for readers that cannot open the file
+        authority = Path(entry.pop("certificate-authority")).read_bytes()
+        entry["certificate-authority-data"] = base64.b64encode(authority).decode()
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster_entry],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": account,
+                        "context": {"cluster": cluster_entry["name"], "user": account},
+                    }
+                ],
+                "current-context": account,
+            }
+        )
+    )
+    return path
+
+
+def test_chart_installs_and_its_rbac_runs_the_operator(
+    cluster: Cluster, release: tuple[str, str], tmp_path: Path
+) -> None:
+    system, models = release
+    cluster.kubectl(
+        "wait", "deployment/mlops-operator", "-n", system,
+        "--for=condition=Available", "--timeout=90s",
+    )  # fmt: skip
+    account = f"system:serviceaccount:{system}:mlops-operator"
+    for verb, resource, namespace, allowed in (
+        ("create", "deployments.apps", models, "yes"),
+        ("patch", "modeldeployments.mlops.dev/status", models, "yes"),
+        ("watch", "pods", models, "yes"),
+        ("create", "deployments.apps", "default", "no"),
+        ("get", "secrets", "default", "no"),
+        ("approve", "modelversions.mlops.dev", models, "no"),
+    ):
+        answer = cluster.kubectl(
+            "auth", "can-i", verb, resource, "-n", namespace, "--as", account, check=False
+        ).stdout.strip()
+        assert answer == allowed, (verb, resource, namespace, answer)
+
+    built = iris_bundle(tmp_path / "iris-1.tar.gz")
+    operator = start_operator(
+        cluster,
+        tmp_path / "operator",
+        webhook=False,
+        KUBECONFIG=str(token_kubeconfig(cluster, system, "mlops-operator", tmp_path / "sa.json")),
+        MLOPS_NAMESPACES=json.dumps([models]),
+        MLOPS_WEBHOOK_HOST="",
+    )
+    try:
+        create(cluster, models, "modelversions", model_version("1", built))
+        create(cluster, models, "modeldeployments", model_deployment("iris"))
+
+        def ready() -> bool:
+            found = condition(get(cluster, "modeldeployments", models, "iris"), "Ready")
+            return bool(found and found["status"] == "True")
+
+        wait_until(ready, f"iris Ready under the chart's RBAC ({operator.logs()[-1500:]})", 90)
+        verified = condition(get(cluster, "modelversions", models, "iris-1"), "ArtifactVerified")
+        assert verified is not None
+        assert verified["status"] == "True"
+        assert "Forbidden" not in operator.logs()
+    finally:
+        stop_operator(operator)
+
+
+def test_operator_image_runs_with_the_charts_identity(
+    cluster: Cluster, release: tuple[str, str], operator_image: str, tmp_path: Path
+) -> None:
+    """operator/Dockerfile's image, run as the chart runs it (its user, read-only root,
+    /tmp the only writable path), with the chart's ServiceAccount token."""
+    system, models = release
+    folder = tmp_path / "models"
+    folder.mkdir()
+    built = iris_bundle(folder / "iris-1.tar.gz")
+    kubeconfig = token_kubeconfig(cluster, system, "mlops-operator", folder / "sa.json")
+    for path in (folder, *folder.iterdir()):  # pytest's temporary folders are private
+        path.chmod(0o755)
+    liveness, metrics = free_port(), free_port()
+    started = engine(
+        "run", "--detach", "--network=host", "--read-only", "--tmpfs=/tmp",
+        f"--volume={folder}:{folder}:ro",
+        f"--env=KUBECONFIG={kubeconfig}",
+        f"--env=MLOPS_NAMESPACES={json.dumps([models])}",
+        f"--env=MLOPS_LIVENESS_PORT={liveness}",
+        f"--env=MLOPS_METRICS_PORT={metrics}",
+        operator_image, "--log-format=plain",
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    name = started.stdout.strip()
+    try:
+        create(cluster, models, "modelversions", model_version("1", built))
+        create(cluster, models, "modeldeployments", model_deployment("iris"))
+
+        def ready() -> bool:
+            found = condition(get(cluster, "modeldeployments", models, "iris"), "Ready")
+            return bool(found and found["status"] == "True")
+
+        wait_until(ready, f"iris Ready ({engine('logs', name).stderr[-1500:]})", 120)
+        assert engine("exec", name, "id", "-u").stdout.strip() == "65532"
+        logs = engine("logs", name)
+        assert "Forbidden" not in logs.stdout + logs.stderr
+    finally:
+        engine("rm", "--force", name)
