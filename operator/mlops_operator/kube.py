@@ -16,6 +16,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from mlops_operator.builders import ResolvedVersion
 from mlops_operator.constants import (
     FIELD_MANAGER,
     GROUP,
@@ -28,11 +29,11 @@ from mlops_operator.metrics import API_REQUESTS
 
 Object = dict[str, Any]
 
-# Kinds the operator creates, and where they live in the API.
-# Handler threads kopf runs; the connection pool also serves the status writer's.
+# Threads for blocking handler work; the connection pool also serves the status writer's.
 WORKERS = 16
 POOL_SIZE = 2 * WORKERS
 
+# Kinds the operator creates, and where they live in the API.
 CHILD_KINDS: dict[str, tuple[str, str]] = {
     "Deployment": ("/apis/apps/v1", "deployments"),
     "Service": ("/api/v1", "services"),
@@ -339,10 +340,12 @@ class StatusQueue:
     version it rolled out), kept when later child states replace the entry."""
 
     def __init__(self) -> None:
-        self._pending: dict[tuple[str, str], tuple[Object, Any]] = {}
+        self._pending: dict[tuple[str, str], tuple[Object, ResolvedVersion | None]] = {}
         self._ready = threading.Condition()
 
-    def submit(self, namespace: str, owner: str, child: Object, resolved: Any = None) -> None:
+    def submit(
+        self, namespace: str, owner: str, child: Object, resolved: ResolvedVersion | None = None
+    ) -> None:
         with self._ready:
             previous = self._pending.get((namespace, owner))
             if resolved is None and previous is not None:
@@ -350,7 +353,9 @@ class StatusQueue:
             self._pending[(namespace, owner)] = (child, resolved)
             self._ready.notify()
 
-    def take(self, timeout: float, linger: float) -> dict[tuple[str, str], tuple[Object, Any]]:
+    def take(
+        self, timeout: float, linger: float
+    ) -> dict[tuple[str, str], tuple[Object, ResolvedVersion | None]]:
         """Wait up to `timeout` for a first change, then `linger` for more to join it."""
         with self._ready:
             if not self._pending and not self._ready.wait(timeout):

@@ -246,7 +246,7 @@ def _write_status(
 ) -> None:
     try:
         with reconciling("ModelDeploymentStatus"):
-            refreshed = modeldeployment.refresh(
+            modeldeployment.refresh(
                 namespace,
                 owner,
                 deployment,
@@ -254,10 +254,6 @@ def _write_status(
                 settings=SETTINGS,
                 reporter=lambda body: reporter(body, logger),
             )
-        mdep = kube.DEPLOYMENTS.get(namespace, owner)
-        if refreshed is None and mdep is not None:  # no version recorded: resolve it in full
-            with reconciling("ModelDeployment"):
-                modeldeployment.reconcile(mdep, SETTINGS, reporter(mdep, logger))
     except Exception:
         logger.exception("status of %s/%s not written; the resync will retry", namespace, owner)
 

@@ -6,7 +6,6 @@ restart): run twice, or after a crash half-way, it leaves the same objects.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,13 +34,6 @@ class RefusedError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-@dataclass
-class Outcome:
-    phase: str
-    ready: bool
-    message: str
 
 
 def _approved(mv: Object) -> bool:
@@ -198,26 +190,27 @@ def refresh(
     resolved: ResolvedVersion | None,
     settings: OperatorSettings,
     reporter: Callable[[Object], Reporter],
-) -> Outcome | None:
+) -> None:
     """Write the owner's status that its Deployment's state implies, without re-applying.
 
     The version is the one a reconcile just `resolved`, else the one the owner's
     status records (read under the object's lock, so a reconcile in progress
-    finishes first). None when there is no such owner or no version to report.
+    finishes first). With neither there is nothing to report yet: the owner's own
+    reconcile (always run on its creation or change, refused or not) writes it.
     """
     with kube.object_lock(namespace, name):
         mdep = kube.DEPLOYMENTS.get(namespace, name)
         stable = ((mdep or {}).get("status") or {}).get("tracks", {}).get("stable")
         if mdep is None or not (resolved or stable):
-            return None
+            return
         try:
             spec = ModelDeploymentSpec.model_validate(mdep.get("spec", {}))
         except ValidationError:
-            return None
+            return
         version = resolved or ResolvedVersion(
             stable["modelVersion"], spec.model, stable["version"], "", stable.get("digest")
         )
-        return publish(
+        publish(
             mdep,
             spec=spec,
             stable=version,
@@ -235,7 +228,7 @@ def publish(
     deployment: Object,
     config: RenderConfig,
     report: Reporter,
-) -> Outcome:
+) -> None:
     """Write the status that the stable Deployment's state implies (if it changed)."""
     meta = mdep["metadata"]
     generation = meta.get("generation")
@@ -281,7 +274,6 @@ def publish(
         written = kube.patch_status(PLURAL, meta["namespace"], meta["name"], status)
         if written is not None:  # status refreshes read it before the watch echoes it
             kube.DEPLOYMENTS.update(written, deleted=False)
-    return Outcome(phase, ready, why)
 
 
 def _refuse(
