@@ -46,7 +46,13 @@ class FeatureProfile(BaseModel):
             return np.searchsorted(np.asarray(self.edges), numeric, side="left")
         lookup = {c: i for i, c in enumerate(self.categories)}
         other = len(self.categories)
-        return np.fromiter((lookup.get(str(v), other) for v in values), np.intp, len(values))
+        values = np.asarray(values)
+        try:  # few distinct values (class labels, say): name each once
+            distinct, inverse = np.unique(values, return_inverse=True)
+        except TypeError:  # values that do not sort together (mixed objects)
+            return np.fromiter((lookup.get(str(v), other) for v in values), np.intp, len(values))
+        codes = np.fromiter((lookup.get(str(v), other) for v in distinct), np.intp, len(distinct))
+        return codes[inverse.reshape(-1)]
 
     @property
     def bins(self) -> int:

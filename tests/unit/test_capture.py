@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mlops_serving.capture import Capture, SharedCapture, merge_windows
 from mlops_serving.profile import build_profile
@@ -116,3 +117,24 @@ def test_numeric_counts_match_the_profile_bins_exactly() -> None:
     for j, feature in enumerate(profile.features):
         expected = np.bincount(feature.bin_index(everything[:, j]), minlength=feature.bins)
         assert window["features"][feature.name] == expected.tolist()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([2, 0, 1, 1, 7, 0]),
+        np.array(["a", "b", "zz", "a"]),
+        np.array([1, "a", 1.5, None, "0"], dtype=object),  # values that do not sort together
+        np.array([0.0, 1.5, np.nan, 1.5]),
+    ],
+)
+def test_categorical_bins_name_each_value_as_its_string(values: np.ndarray) -> None:
+    feature = build_profile({"c": np.array(["0", "1", "a", "1.5", "2"] * 3)}, None).features[0]
+    assert feature.kind == "categorical"
+    expected = [
+        feature.categories.index(str(v))
+        if str(v) in feature.categories
+        else len(feature.categories)
+        for v in values
+    ]
+    assert feature.bin_index(values).tolist() == expected
