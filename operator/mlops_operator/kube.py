@@ -381,6 +381,12 @@ class Latest:
             else:
                 self._bodies[key] = body
 
+    def offer(self, body: Object) -> None:
+        """Index `body` if the object is not indexed yet; the watch's bodies take precedence."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        with self._lock:
+            self._bodies.setdefault(key, body)
+
     def get(self, namespace: str, name: str) -> Object | None:
         with self._lock:
             return self._bodies.get((namespace, name))

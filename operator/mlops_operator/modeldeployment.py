@@ -157,7 +157,10 @@ def _reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> No
             f"stable track: ModelVersion {stable.object_name} (version {stable.version})",
         )
     # The status follows from the status writer, batched with the Deployment's own
-    # status events: the worker is free for the next object at once.
+    # status events: the worker is free for the next object at once. The writer reads
+    # the owner from the watch's index, which may not have it yet when another
+    # trigger (a ModelVersion's change, the resync) ran this reconcile first.
+    kube.DEPLOYMENTS.offer(mdep)
     kube.STATUS.submit(namespace, name, applied["Deployment"], stable)
 
 

@@ -92,4 +92,4 @@ def crds(cluster: Cluster) -> None:
         )  # fmt: skip
 
 
-from .operator_fixture import operator  # noqa: E402, F401 - a shared session fixture
+from .operator_fixture import operator, sole_operator  # noqa: E402, F401 - shared fixtures

@@ -69,9 +69,6 @@ def start_operator(
         "MLOPS_WEBHOOK_PORT": str(free_port()),
         "MLOPS_WEBHOOK_CERT_DIR": str(directory / "certs"),
         "MLOPS_RESYNC_SECONDS": "10",
-        # Test namespaces only (kube.namespace_name): tests that run an operator of
-        # their own (the chart's) use namespaces outside this pattern.
-        "MLOPS_NAMESPACES": '["t-*"]',
         "MLOPS_SERVING_IMAGE": "registry.example/mlops-serving:test",
         **extra,
     }
@@ -101,13 +98,44 @@ def stop_operator(operator: Operator) -> None:
         operator.process.kill()
 
 
+SESSION: list[Operator] = []  # the session's operator, once a test has started it
+
+
 @pytest.fixture(scope="session")
 def operator(
     cluster: Cluster, crds: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
     running = start_operator(cluster, tmp_path_factory.mktemp("operator"))
+    SESSION.append(running)
     yield running
+    SESSION.remove(running)
     stop_operator(running)
+
+
+@pytest.fixture
+def sole_operator(cluster: Cluster) -> Iterator[None]:
+    """For tests that run an operator of their own: the session's operator (which
+    watches the whole cluster) is stopped, with its webhook registration, and
+    started again afterwards."""
+    paused = list(SESSION)
+    for running in paused:
+        stop_operator(running)
+    for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+        cluster.kubectl("delete", kind, GROUP, "--ignore-not-found")
+    yield
+    for running in paused:
+        running.spawn()
+        wait_until(running.alive, "the session's operator to be back", timeout=60)
+        wait_until(
+            lambda: (
+                cluster.kubectl(
+                    "get", "mutatingwebhookconfiguration", GROUP, check=False
+                ).returncode
+                == 0
+            ),
+            "the session's operator to register its webhook again",
+            timeout=30,
+        )
 
 
 def custom(cluster: Cluster) -> client.CustomObjectsApi:

@@ -4,7 +4,7 @@ with a token of the chart's ServiceAccount, deploys a model in the namespace it
 watches, and that account can do nothing in the others.
 
 The operator runs as a process here (kwok's nodes run no containers), with the
-chart's identity; its namespaces are outside the session operator's "t-*".
+chart's identity, while the session's operator is stopped.
 """
 
 import base64
@@ -69,7 +69,7 @@ def operator_image() -> str:
 
 
 @pytest.fixture
-def release(cluster: Cluster, crds: None) -> Iterator[tuple[str, str]]:
+def release(cluster: Cluster, crds: None, sole_operator: None) -> Iterator[tuple[str, str]]:
     suffix = secrets.token_hex(3)
     system, models = f"mlops-system-{suffix}", f"models-{suffix}"
     for name in (system, models):
