@@ -8,7 +8,6 @@ import asyncio
 import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -268,19 +267,14 @@ async def _resync(logger: Log) -> None:
 
 
 def _resync_once(logger: Log) -> None:
-    patterns = list(SETTINGS.namespaces)
-    # Namespace patterns ("team-*", as kopf takes them) are listed cluster-wide, then matched.
-    scopes: list[str | None] = (
-        [None] if not patterns or any(set(p) & set("*?[") for p in patterns) else list(patterns)
-    )
-    for namespace in scopes:
+    for namespace in SETTINGS.list_scopes():
         for plural, kind, module in (
             ("modelversions", "ModelVersion", modelversion),
             (modeldeployment.PLURAL, "ModelDeployment", modeldeployment),
         ):
             for obj in kube.list_custom(plural, namespace):
                 meta = obj["metadata"]
-                if patterns and not any(fnmatch(meta["namespace"], p) for p in patterns):
+                if not SETTINGS.watches(meta["namespace"]):
                     continue
                 try:
                     with reconciling(kind):

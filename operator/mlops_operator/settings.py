@@ -1,5 +1,7 @@
 """Operator configuration, from MLOPS_* environment variables."""
 
+from fnmatch import fnmatch
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -47,3 +49,14 @@ class OperatorSettings(BaseSettings):
     (events drive the work; this only catches what a lost watch event missed)."""
     status_linger_seconds: float = Field(default=0.5, ge=0)
     """How long a status refresh waits for more child changes to write them together."""
+
+    def list_scopes(self) -> list[str | None]:
+        """Namespaces to list objects in; None is the whole cluster, which patterns
+        ("team-*", as kopf takes them) need: their matches are filtered by `watches`."""
+        patterns = self.namespaces
+        if not patterns or any(set(p) & set("*?[") for p in patterns):
+            return [None]
+        return list(patterns)
+
+    def watches(self, namespace: str) -> bool:
+        return not self.namespaces or any(fnmatch(namespace, p) for p in self.namespaces)
