@@ -180,14 +180,8 @@ def pod_verdict(pod: Object) -> PodVerdict | None:
     )
     if not name or container is None:
         return None
-    pinned = next(
-        (
-            e.get("value")
-            for e in container.get("env") or []
-            if e["name"] == "MLOPS_SERVING_MODEL_DIGEST"
-        ),
-        None,
-    )
+    env = {e["name"]: e.get("value") for e in container.get("env") or []}
+    pinned = env.get("MLOPS_SERVING_MODEL_DIGEST")
     for state in (pod.get("status") or {}).get("initContainerStatuses") or []:
         if state.get("name") != VERIFY_CONTAINER:
             continue
@@ -221,9 +215,9 @@ def record_pod_verdict(
     old: Object = mv.get("status") or {}
     known: Object = old.get("artifact") or {}
     digest = verdict.pinned if verdict.ok else None
-    if known.get("verifiedDigest") == digest and (
-        digest or known.get("message") == verdict.message
-    ):
+    # Recorded messages name the pod ("verified by pod X: ..."): compare what follows.
+    same = digest or str(known.get("message", "")).endswith(f": {verdict.message}")
+    if known.get("verifiedBy") == "pod" and known.get("verifiedDigest") == digest and same:
         return  # already recorded (every replica reports, on every pod event)
     artifact: Object = {
         "verifiedDigest": digest,
