@@ -99,7 +99,7 @@ def _model_version(type: str | None, body: Body, key: Any, logger: Log) -> None:
         with lock, reconciling("ModelVersion"):
             modelversion.reconcile(dict(body), SETTINGS, reporter(body, logger))
         CHANGES.handled(body, key)
-    namespace = body["metadata"]["namespace"]
+    namespace = meta["namespace"]
     for mdep in modeldeployment.following(
         dict(body), kube.list_custom(modeldeployment.PLURAL, namespace)
     ):

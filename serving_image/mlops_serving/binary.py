@@ -72,7 +72,7 @@ def _decode(tensor: dict[str, Any], raw: bytes, field: str) -> npt.NDArray[Any]:
                            f"must be one of {', '.join(DATATYPES)}")  # fmt: skip
     if datatype == "BYTES":
         return _decode_bytes(raw, field)
-    dtype = np.dtype(np.uint8 if datatype == "BOOL" else DATATYPES[datatype]).newbyteorder("<")
+    dtype = _wire_dtype(datatype)
     count = math.prod(shape) if isinstance(shape, list) and shape else -1
     if len(raw) != count * dtype.itemsize:
         raise RequestError(
@@ -137,5 +137,10 @@ def _encode(array: npt.NDArray[Any], datatype: str) -> bytes:
             encoded = value if isinstance(value, bytes) else str(value).encode()
             parts += [LENGTH.pack(len(encoded)), encoded]
         return b"".join(parts)
-    dtype = np.dtype(np.uint8 if datatype == "BOOL" else DATATYPES[datatype]).newbyteorder("<")
+    dtype = _wire_dtype(datatype)
     return np.ascontiguousarray(array, dtype=dtype).tobytes()
+
+
+def _wire_dtype(datatype: str) -> np.dtype[Any]:
+    """How a fixed-size datatype travels: little-endian, BOOL as one byte."""
+    return np.dtype(np.uint8 if datatype == "BOOL" else DATATYPES[datatype]).newbyteorder("<")

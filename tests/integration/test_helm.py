@@ -10,7 +10,7 @@ chart's identity, while the session's operator is stopped.
 import base64
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import yaml
 from .kube import ROOT, Cluster, iris_bundle, wait_until
 from .operator_fixture import condition, get, start_operator, stop_operator
 from .test_image import built_image, engine
-from .test_operator import create, model_deployment, model_version
+from .test_operator import create, model_deployment, model_version, ready
 from .test_serving_process import free_port
 
 pytestmark = pytest.mark.cluster
@@ -117,6 +117,23 @@ def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path)
     return path
 
 
+def deploy_until_ready(
+    cluster: Cluster,
+    namespace: str,
+    built: tuple[Path, str],
+    logs: Callable[[], str],
+    timeout: float,
+) -> None:
+    """Apply ModelVersion iris-1 and ModelDeployment iris; wait for the operator to make
+    it Ready (its logs, read after the wait, explain a timeout)."""
+    create(cluster, namespace, "modelversions", model_version("1", built))
+    create(cluster, namespace, "modeldeployments", model_deployment("iris"))
+    try:
+        wait_until(lambda: ready(cluster, namespace, "iris"), "iris Ready", timeout)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; operator log: {logs()}") from None
+
+
 def test_chart_installs_and_its_rbac_runs_the_operator(
     cluster: Cluster, release: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -149,14 +166,7 @@ def test_chart_installs_and_its_rbac_runs_the_operator(
         MLOPS_WEBHOOK_HOST="",
     )
     try:
-        create(cluster, models, "modelversions", model_version("1", built))
-        create(cluster, models, "modeldeployments", model_deployment("iris"))
-
-        def ready() -> bool:
-            found = condition(get(cluster, "modeldeployments", models, "iris"), "Ready")
-            return bool(found and found["status"] == "True")
-
-        wait_until(ready, f"iris Ready under the chart's RBAC ({operator.logs()[-1500:]})", 90)
+        deploy_until_ready(cluster, models, built, lambda: operator.logs()[-1500:], 90)
         verified = condition(get(cluster, "modelversions", models, "iris-1"), "ArtifactVerified")
         assert verified is not None
         assert verified["status"] == "True"
@@ -190,14 +200,7 @@ def test_operator_image_runs_with_the_charts_identity(
     assert started.returncode == 0, started.stderr
     name = started.stdout.strip()
     try:
-        create(cluster, models, "modelversions", model_version("1", built))
-        create(cluster, models, "modeldeployments", model_deployment("iris"))
-
-        def ready() -> bool:
-            found = condition(get(cluster, "modeldeployments", models, "iris"), "Ready")
-            return bool(found and found["status"] == "True")
-
-        wait_until(ready, f"iris Ready ({engine('logs', name).stderr[-1500:]})", 120)
+        deploy_until_ready(cluster, models, built, lambda: engine("logs", name).stderr[-1500:], 120)
         assert engine("exec", name, "id", "-u").stdout.strip() == "65532"
         logs = engine("logs", name)
         assert "Forbidden" not in logs.stdout + logs.stderr
