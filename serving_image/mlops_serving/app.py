@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ import numpy.typing as npt
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from . import binary
@@ -219,6 +220,25 @@ PREDICT_BATCH_BODY = {
 }
 
 
+class DirectRoute(APIRoute):
+    """A route whose endpoint takes the Request and its path parameters as strings.
+
+    FastAPI solves an endpoint's dependencies on every request: about a fifth of a
+    one-row prediction's time outside the model. The inference endpoints read and
+    check their bodies themselves, so this route calls them directly. OpenAPI still
+    comes from the endpoint's signature and `openapi_extra`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint = self.endpoint
+
+        async def handle(request: Request) -> Response:
+            response: Response = await endpoint(request, **request.path_params)
+            return response
+
+        return handle
+
+
+Endpoint = Callable[..., Coroutine[Any, Any, Response]]
 Parser = Callable[[Any], npt.NDArray[Any]]
 Answer = Callable[[Outputs, Any], Any]
 
@@ -400,38 +420,50 @@ def create_app(settings: ServingSettings, bundle: LoadedBundle | None = None) ->
 
 
 def _inference_routes(app: FastAPI, h: Handlers) -> None:
+    """The inference routes, OIP v2 first: routes are matched in order."""
     features = h.state.features_of
 
-    @app.post("/predict", openapi_extra={"requestBody": PREDICT_BODY})
-    async def predict_one(request: Request) -> Response:
-        """One row: {"features": [v, ...] | {name: v}} -> prediction and probabilities."""
-        return await h.predict(
-            "predict", request, lambda p: features().from_predict(p), h.answer_one
-        )
+    def post(path: str, body: dict[str, Any]) -> Callable[[Endpoint], Endpoint]:
+        def add(endpoint: Endpoint) -> Endpoint:
+            app.router.add_api_route(
+                path,
+                endpoint,
+                methods=["POST"],
+                openapi_extra={"requestBody": body},
+                route_class_override=DirectRoute,
+            )
+            return endpoint
 
-    @app.post("/predict-batch", openapi_extra={"requestBody": PREDICT_BATCH_BODY})
-    async def predict_batch(request: Request) -> Response:
-        """Many rows: {"instances": [row, ...]} -> predictions and probabilities."""
-        return await h.predict(
-            "predict-batch", request, lambda p: features().from_predict_batch(p), h.answer_batch
-        )
+        return add
 
     async def infer(request: Request, name: str, version: str | None) -> Response:
         if refused := h.check_model(name, version):
             return refused
         return await h.predict("infer", request, lambda p: features().from_infer(p), h.answer_infer)
 
-    @app.post("/v2/models/{name}/infer", openapi_extra={"requestBody": INFER_BODY})
-    async def infer_latest(name: str, request: Request) -> Response:
+    @post("/v2/models/{name}/infer", INFER_BODY)
+    async def infer_latest(request: Request, name: str) -> Response:
         """Open Inference Protocol v2 inference."""
         return await infer(request, name, None)
 
-    @app.post(
-        "/v2/models/{name}/versions/{version}/infer", openapi_extra={"requestBody": INFER_BODY}
-    )
-    async def infer_version(name: str, version: str, request: Request) -> Response:
+    @post("/v2/models/{name}/versions/{version}/infer", INFER_BODY)
+    async def infer_version(request: Request, name: str, version: str) -> Response:
         """Open Inference Protocol v2 inference on a named version."""
         return await infer(request, name, version)
+
+    @post("/predict", PREDICT_BODY)
+    async def predict_one(request: Request) -> Response:
+        """One row: {"features": [v, ...] | {name: v}} -> prediction and probabilities."""
+        return await h.predict(
+            "predict", request, lambda p: features().from_predict(p), h.answer_one
+        )
+
+    @post("/predict-batch", PREDICT_BATCH_BODY)
+    async def predict_batch(request: Request) -> Response:
+        """Many rows: {"instances": [row, ...]} -> predictions and probabilities."""
+        return await h.predict(
+            "predict-batch", request, lambda p: features().from_predict_batch(p), h.answer_batch
+        )
 
 
 def _info_routes(app: FastAPI, h: Handlers) -> None:

@@ -348,3 +348,8 @@ def test_openapi_documents_the_inference_bodies(client_for: ClientFactory) -> No
     body = spec["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]
     assert body["content"]["application/json"]["schema"]["required"] == ["inputs"]
     assert "/predict" in spec["paths"]
+    versioned = spec["paths"]["/v2/models/{name}/versions/{version}/infer"]["post"]
+    assert [(p["name"], p["in"], p["required"]) for p in versioned["parameters"]] == [
+        ("name", "path", True),
+        ("version", "path", True),
+    ]
