@@ -546,8 +546,10 @@ def _info_routes(app: FastAPI, h: Handlers) -> None:
 
 
 async def _flush_capture(state: State, every: float = 2.0) -> None:
-    """Share this worker's capture windows with its sibling workers."""
+    """Share this worker's capture windows with its sibling workers. The snapshot is
+    taken here, on the event loop that alone records; only the file write runs in a
+    thread."""
     while True:
         await asyncio.sleep(every)
-        if state.ready:
-            await run_in_threadpool(state.capture.flush)
+        if state.ready and state.capture.directory is not None:
+            await run_in_threadpool(state.capture.write, state.capture.capture.snapshot())

@@ -90,7 +90,7 @@ def test_shared_capture_reads_sibling_workers(tmp_path: Path) -> None:
     sibling = SharedCapture(second, folder)
     sibling.own = folder / "other.json"
     second.record(rows(6), np.zeros(6))
-    sibling.flush()
+    sibling.write(second.snapshot())
     first.record(rows(4), np.zeros(4))
     view = worker.read()
     assert view["features"] == ["x", "colour"]
@@ -101,17 +101,20 @@ def test_numeric_counts_match_the_profile_bins_exactly() -> None:
     """Every value lands in FeatureProfile.bin_index's bin, values on an edge included,
     across batches that are queued and binned together."""
     rng = np.random.default_rng(3)
-    reference = {f"f{i}": rng.gamma(2.0, 1.0 + i, 3000) for i in range(12)}
+    reference = {f"f{i}": rng.gamma(2.0, 1.0 + i, 3000) for i in range(11)}
+    reference["few"] = rng.integers(0, 4, 3000).astype(float)  # fewer edges than the others
     profile = build_profile(reference, rng.normal(0, 1, 3000))
+    assert len(profile.features[11].edges) < len(profile.features[0].edges)
     capture = Capture(profile, sample_rate=1.0, window_seconds=60, windows=1, reservoir=0)
     batches = []
-    for size in (1, 7, 100, 1500, 3):
+    for size in (1, 7, 100, 1500, 3, *[90] * 12):
         batch = rng.gamma(2.0, 1.5, (size, 12))
         on_edges = [profile.features[j].edges[size % len(profile.features[j].edges)]
                     for j in range(12)]  # fmt: skip
         batch[0] = on_edges
-        batches.append(batch)
+        batches.append(batch.copy())
         capture.record(batch, rng.normal(0, 1, size))
+        batch[:] = -1.0  # the request's array is reused: what was recorded must not change
     (window,) = capture.snapshot()
     everything = np.concatenate(batches)
     for j, feature in enumerate(profile.features):
@@ -138,3 +141,28 @@ def test_categorical_bins_name_each_value_as_its_string(values: np.ndarray) -> N
         for v in values
     ]
     assert feature.bin_index(values).tolist() == expected
+
+
+def test_reservoir_keeps_every_row_with_equal_chance() -> None:
+    """Algorithm L over batches of uneven sizes: each tenth of the stream is kept as often."""
+    profile = build_profile({"i": np.arange(1000.0)}, None)
+    kept_by_tenth = np.zeros(10, np.int64)
+    for seed in range(400):
+        capture = Capture(
+            profile, sample_rate=1.0, window_seconds=60, windows=1, reservoir=10, seed=seed
+        )
+        sizes = np.random.default_rng(seed).integers(1, 97, 40)
+        start = 0
+        for size in sizes:
+            stop = min(start + int(size), 1000)
+            capture.record(np.arange(start, stop, dtype=float)[:, None], None)
+            start = stop
+        capture.record(np.arange(start, 1000, dtype=float)[:, None], None)
+        (window,) = capture.snapshot()
+        assert window["seen"] == 1000
+        kept = [int(row[0]) for row in window["reservoir"]]
+        assert len(set(kept)) == 10
+        kept_by_tenth += np.bincount(np.array(kept) // 100, minlength=10)
+    assert kept_by_tenth.sum() == 4000
+    assert kept_by_tenth.min() > 320, kept_by_tenth
+    assert kept_by_tenth.max() < 480, kept_by_tenth
