@@ -4,11 +4,12 @@
 One model (a scikit-learn scaler + logistic regression pipeline on the breast
 cancer dataset that ships with scikit-learn, 30 features), the same Open
 Inference Protocol v2 payloads (1 row and 100 rows) to every server. Each
-server runs one worker pinned to CPU 0; wrk runs pinned to CPU 1. Runs are
-interleaved across servers in a shuffled order per round and repeated; the table
-shows medians and ratios.
+server runs one worker pinned to CPU 0; wrk runs pinned to CPU 1. Each round
+runs every server once, in a shuffled order; the table shows medians over rounds.
+The ratios are medians of the ratios within each round, which cancels the slow
+drift of a shared machine's speed better than a ratio of medians.
 
-    python hack/bench_serving.py [--seconds 10] [--repeats 3] [--connections 8]
+    python hack/bench_serving.py [--seconds 3] [--repeats 9] [--connections 8]
 
 Peers are installed from PyPI into virtual environments under
 ~/.cache/mlops-operator/bench (MLOPS_CACHE_DIR) on first use. Needs wrk
@@ -293,8 +294,8 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> Sample:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument(
         "--only", action="append", help="run only servers whose name starts with this"
@@ -350,24 +351,36 @@ def main() -> int:
 def report(results: dict[tuple[str, str], list[Sample]], names: list[str], labels: list[str],
            args: argparse.Namespace) -> None:  # fmt: skip
     print(
-        f"\nmedians of {args.repeats} runs x {args.seconds} s, {args.connections} connections, "
-        f"server on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU}\n"
+        f"\nmedians of {args.repeats} rounds x {args.seconds} s, {args.connections} connections, "
+        f"server on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU}; ratios are medians of per-round "
+        "ratios\n"
     )
     header = "| payload | server | rps | p50 ms | p99 ms | our rps / theirs | our p99 / theirs |"
     print(header)
     print("|---|---|---:|---:|---:|---:|---:|")
     for label in labels:
         ours = results[("mlops-serve", label)]
-        our_rps = statistics.median(s.rps for s in ours)
-        our_p99 = statistics.median(s.p99_ms for s in ours)
         for name in names:
             samples = results[(name, label)]
-            rps = statistics.median(s.rps for s in samples)
-            p50 = statistics.median(s.p50_ms for s in samples)
-            p99 = statistics.median(s.p99_ms for s in samples)
+            rps_ratio = statistics.median(o.rps / t.rps for o, t in zip(ours, samples, strict=True))
+            p99_ratio = statistics.median(
+                o.p99_ms / t.p99_ms for o, t in zip(ours, samples, strict=True)
+            )
             print(
-                f"| {label} | {name} | {rps:.0f} | {p50:.2f} | {p99:.2f}"
-                f" | {our_rps / rps:.2f} | {our_p99 / p99:.2f} |"
+                f"| {label} | {name} | {statistics.median(s.rps for s in samples):.0f}"
+                f" | {statistics.median(s.p50_ms for s in samples):.2f}"
+                f" | {statistics.median(s.p99_ms for s in samples):.2f}"
+                f" | {rps_ratio:.2f} | {p99_ratio:.2f} |"
+            )
+    quiet = "mlops-serve (no capture)"
+    if quiet in names:
+        print()
+        for label in labels:
+            pairs = zip(results[("mlops-serve", label)], results[(quiet, label)], strict=True)
+            ratios = sorted(o.rps / q.rps for o, q in pairs)
+            print(
+                f"capture at sample rate 1.0, {label}: throughput x{statistics.median(ratios):.3f}"
+                f" of capture off (per-round ratios {ratios[0]:.3f} to {ratios[-1]:.3f})"
             )
 
 
