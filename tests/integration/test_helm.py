@@ -167,8 +167,18 @@ def test_chart_installs_and_its_rbac_runs_the_operator(
     )
     try:
         deploy_until_ready(cluster, models, built, lambda: operator.logs()[-1500:], 90)
-        verified = condition(get(cluster, "modelversions", models, "iris-1"), "ArtifactVerified")
-        assert verified is not None
+        # A ModelDeployment waits only for a refusal, not for this condition (its pods
+        # check the digest themselves), so the condition may land just after Ready.
+        try:
+            verified = wait_until(
+                lambda: condition(
+                    get(cluster, "modelversions", models, "iris-1"), "ArtifactVerified"
+                ),
+                "iris-1 ArtifactVerified",
+                30,
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}; operator log: {operator.logs()[-3000:]}") from None
         assert verified["status"] == "True"
         assert "Forbidden" not in operator.logs()
     finally:
