@@ -24,6 +24,8 @@ from .profile import Profile
 
 DRAIN_ROWS = 1024
 TILE_VALUES = 4096
+LANES = 8
+"""Bytes per uint64 word: comparison results are summed eight at a time."""
 
 
 @dataclass
@@ -68,17 +70,23 @@ def merge_windows(windows: Iterable[dict[str, Any]], reservoir: int) -> list[dic
 class Capture:
     """Time-windowed bin counts and reservoirs for one serving process.
 
-    Binning is vectorised across features: numeric values are compared with each
-    rank of a features x edges matrix (padded with +inf), the comparisons summed
-    in a small integer type (one byte per value: these loops are memory-bound),
-    and all bins land in one concatenated count vector through a single bincount,
-    so the cost per request hardly grows with the number of features.
+    Rows are queued in one buffer and binned a buffer at a time, vectorised across
+    features. Only counts are kept, so no value's bin is ever built: for each rank
+    k of a features x edges matrix (padded with +inf), the buffer is compared with
+    every feature's k-th edge, and the True results are counted per feature. A
+    feature's bins are then the differences of its counts above consecutive edges.
 
-    Comparing a rows x features matrix with one edge per feature would run numpy's
-    inner loop over only `features` values at a time, too short for SIMD: about 2.5
-    times slower than a flat comparison. So the edges (and the bin offsets) are
-    tiled over `tile_rows` rows, whole tiles are compared as long flat runs, and
-    only the rows after the last whole tile use the plain broadcast.
+    Two layouts keep these passes at numpy's full speed:
+    - Comparing a rows x features matrix with one edge per feature would run numpy's
+      inner loop over only `features` values at a time, too short for SIMD (about 2.5
+      times slower). So the edges are tiled over `tile_rows` rows, and the buffer is
+      compared a whole tile at a time, as long flat runs.
+    - The comparisons are counted as bytes, 8 at a time in uint64 words. A boolean
+      row-major block of 8 rows is exactly `features` words, and each byte of a
+      block always belongs to the same feature. So the tiles' words are added, then
+      the blocks' words, and then each feature's bytes: no byte passes 255, as the
+      buffer holds at most 2040 rows. This replaces a bincount of every value's bin,
+      which cost more than all the comparisons together.
     """
 
     def __init__(
@@ -109,20 +117,25 @@ class Capture:
         }
         numeric = [i for i, f in enumerate(profile.features) if f.kind == "numeric"]
         self.numeric_columns = np.array(numeric, dtype=np.intp)
-        self.numeric_offsets = offsets[numeric].astype(np.intp)
         self.all_numeric = len(numeric) == len(profile.features)
         width = max((len(profile.features[i].edges) for i in numeric), default=0)
         edges = np.full((len(numeric), width), np.inf)
         for row, i in enumerate(numeric):
             feature_edges = profile.features[i].edges
             edges[row, : len(feature_edges)] = feature_edges
-        # Row k holds every numeric feature's k-th edge: bin = how many edges lie below x.
-        self.edges_by_rank = edges.T.copy()
-        self.rank_type = np.uint8 if width < np.iinfo(np.uint8).max else np.uint16
-        self.bin_type = np.uint16 if self.total_bins <= np.iinfo(np.uint16).max else np.intp
-        self.tile_rows = max(1, -(-TILE_VALUES // max(len(numeric), 1)))
-        self.edges_tiled = np.tile(self.edges_by_rank, (1, self.tile_rows))
-        self.offsets_tiled = np.tile(self.numeric_offsets.astype(self.bin_type), self.tile_rows)
+        # Tile rows come in blocks of LANES, and tiles fill the buffer: see the class doc.
+        per_tile = min(-(-TILE_VALUES // max(len(numeric), 1)), DRAIN_ROWS)
+        self.tile_rows = -(-per_tile // LANES) * LANES
+        self.buffer_rows = -(-DRAIN_ROWS // self.tile_rows) * self.tile_rows
+        # Row k holds every numeric feature's k-th edge, repeated for each row of a tile.
+        self.edges_tiled = np.tile(edges.T, (1, self.tile_rows))
+        # Bin b of numeric feature i is entry (b, i) of the differences of its counts
+        # above each edge (with all rows above "edge -1" and none above "edge `width`").
+        bins = [
+            (row, i, b) for row, i in enumerate(numeric) for b in range(profile.features[i].bins)
+        ]
+        self.numeric_targets = np.array([offsets[i] + b for _, i, b in bins], np.intp)
+        self.numeric_sources = np.array([b * len(numeric) + row for row, _, b in bins], np.intp)
         self._pending: npt.NDArray[Any] = np.empty((0, 0))
         """Rows queued for binning, copied in: a request's own arrays are freed at once.
         Allocated by the first record(), for the dtype and width of its rows."""
@@ -156,63 +169,49 @@ class Capture:
     def record(self, rows: npt.NDArray[Any], predictions: npt.NDArray[Any] | None) -> None:
         """Queue a batch of input rows (rows x features) and its primary predictions.
 
-        Rows are copied into one buffer of DRAIN_ROWS rows, binned when it is full
-        (or read): numpy's cost per value falls several times between a 1-row and a
-        1000-row array. A batch of DRAIN_ROWS rows or more is binned at once.
+        Rows are copied into one buffer of about DRAIN_ROWS rows, binned whenever it
+        is full (or read): numpy's cost per value falls several times between a 1-row
+        and a 1000-row array.
         """
         start = int(self.clock() // self.window_seconds) * self.window_seconds
         if predictions is not None and len(predictions) != len(rows):
             predictions = None
-        if len(rows) >= DRAIN_ROWS:
-            self._add(self._window(start), rows, predictions)
-            return
-        if start != self._pending_start or not self._fits(rows):
+        layout = (rows.dtype, rows.shape[1:])
+        if start != self._pending_start or (self._pending.dtype, self._pending.shape[1:]) != layout:
             self.drain()
             self._pending_start = start
-            if not self._fits(rows):
-                self._pending = np.empty((DRAIN_ROWS, *rows.shape[1:]), rows.dtype)
-        self._pending[self._pending_rows : self._pending_rows + len(rows)] = rows
-        self._pending_rows += len(rows)
-        if predictions is not None:
-            self._pending_predictions.append(predictions)
-
-    def _fits(self, rows: npt.NDArray[Any]) -> bool:
-        pending = self._pending
-        return (
-            pending.dtype == rows.dtype
-            and pending.shape[1:] == rows.shape[1:]
-            and self._pending_rows + len(rows) <= len(pending)
-        )
+            if (self._pending.dtype, self._pending.shape[1:]) != layout:
+                self._pending = np.empty((self.buffer_rows, *rows.shape[1:]), rows.dtype)
+        done = 0
+        while done < len(rows):
+            take = min(len(rows) - done, self.buffer_rows - self._pending_rows)
+            self._pending[self._pending_rows : self._pending_rows + take] = rows[done:][:take]
+            self._pending_rows += take
+            if predictions is not None:
+                self._pending_predictions.append(predictions[done:][:take])
+            done += take
+            if self._pending_rows == self.buffer_rows:
+                self.drain()
 
     def drain(self) -> None:
         """Bin the queued rows into their window."""
         if not self._pending_rows:
             return
+        window = self._window(self._pending_start)
+        rows = self._pending[: self._pending_rows]
         predictions = self._pending_predictions
-        self._add(
-            self._window(self._pending_start),
-            self._pending[: self._pending_rows],
-            np.concatenate(predictions) if predictions else None,
-        )
+        self._bin(window, rows, np.concatenate(predictions) if predictions else None)
+        self._reserve(window, rows)
         self._pending_rows = 0
         self._pending_predictions = []
-
-    def _add(
-        self, window: Window, rows: npt.NDArray[Any], predictions: npt.NDArray[Any] | None
-    ) -> None:
-        self._bin(window, rows, predictions)
-        self._reserve(window, rows)
 
     def _bin(
         self, window: Window, rows: npt.NDArray[Any], predictions: npt.NDArray[Any] | None
     ) -> None:
         window.rows += len(rows)
         if self.numeric_columns.size:
-            values = rows if self.all_numeric else rows[:, self.numeric_columns]
-            window.counts += np.bincount(
-                self._numeric_bins(np.ascontiguousarray(values, dtype=np.float64)),
-                minlength=self.total_bins,
-            )
+            counts = self._numeric_counts()
+            window.counts[self.numeric_targets] += counts[self.numeric_sources]
         for column, offset, feature in self.categorical:
             window.counts += np.bincount(
                 offset + feature.bin_index(rows[:, column]), minlength=self.total_bins
@@ -223,34 +222,32 @@ class Capture:
                 prediction.bin_index(predictions), minlength=self.prediction_bins
             )
 
-    def _numeric_bins(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
-        """Each value's bin in the concatenated count vector, flat in row-major order."""
-        width = values.shape[1]
-        flat = values.reshape(-1)
-        ranks = np.zeros(flat.shape, self.rank_type)
-        above = np.empty(flat.shape, np.bool_)
-        above_as_rank = above.view(np.uint8)  # True is 1
-        pairs = list(zip(self._tiles(flat, width), self._tiles(above, width), strict=True))
-        for tiled, edges in zip(self.edges_tiled, self.edges_by_rank, strict=True):
-            for (part, out), edge in zip(pairs, (tiled, edges), strict=True):
-                np.greater(part, edge, out=out)
-            ranks += above_as_rank
-        bins = np.empty(flat.shape, self.bin_type)
-        offsets = (self.offsets_tiled, self.offsets_tiled[:width])
-        for rank, out, offset in zip(
-            self._tiles(ranks, width), self._tiles(bins, width), offsets, strict=True
-        ):
-            np.add(rank, offset, out=out)
-        # bincount wants intp: a uint16 add and a cast beat one mixed-type add
-        return bins.astype(np.intp)
-
-    def _tiles(
-        self, flat: npt.NDArray[Any], width: int
-    ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
-        """A flat row-major rows x width array as (whole tiles, one per row; the rest, by row)."""
-        tile = self.tile_rows * width
-        cut = len(flat) - len(flat) % tile
-        return flat[:cut].reshape(-1, tile), flat[cut:].reshape(-1, width)
+    def _numeric_counts(self) -> npt.NDArray[np.int64]:
+        """The queued rows' bin counts of every numeric feature, as a flat
+        (edges + 1) x features matrix."""
+        n = self._pending_rows
+        used = -(-n // self.tile_rows) * self.tile_rows
+        if self.all_numeric and self._pending.dtype == np.float64:
+            values = self._pending[:used]  # padded in place: rows past n are free
+        else:
+            rows = self._pending[:n]
+            values = np.empty((used, len(self.numeric_columns)))
+            values[:n] = rows if self.all_numeric else rows[:, self.numeric_columns]
+        values[n:] = -np.inf  # above no edge
+        tiles = values.reshape(-1, self.edges_tiled.shape[1])
+        above = np.empty(tiles.shape, np.bool_)
+        words = above.view(np.uint64)
+        ranks, width = len(self.edges_tiled), values.shape[1]
+        by_tile = np.empty((ranks, words.shape[1]), np.uint64)
+        for edges, out in zip(self.edges_tiled, by_tile, strict=True):
+            np.greater(tiles, edges, out=above)
+            np.add.reduce(words, axis=0, out=out)
+        by_block = np.add.reduce(by_tile.reshape(ranks, -1, width), axis=1)
+        counts = np.empty((ranks + 2, width), np.int64)
+        counts[0] = n
+        counts[1:-1] = by_block.view(np.uint8).reshape(ranks, LANES, width).sum(axis=1)
+        counts[-1] = 0
+        return -np.diff(counts, axis=0).reshape(-1)
 
     def _reserve(self, window: Window, rows: npt.NDArray[Any]) -> None:
         """Uniform reservoir sampling, by Li's algorithm L: once the reservoir is full,

@@ -97,26 +97,37 @@ def test_shared_capture_reads_sibling_workers(tmp_path: Path) -> None:
     assert [w["rows"] for w in view["windows"]] == [10]
 
 
-def test_numeric_counts_match_the_profile_bins_exactly() -> None:
+@pytest.mark.parametrize(
+    ("width", "dtype"),
+    [(12, "float64"), (1, "float64"), (33, "int64"), (300, "float64"), (5, "object")],
+)
+def test_numeric_counts_match_the_profile_bins_exactly(width: int, dtype: str) -> None:
     """Every value lands in FeatureProfile.bin_index's bin, values on an edge included,
-    across batches that are queued and binned together."""
+    across batches that are queued and binned together, batches larger than the queue,
+    and rows that are not float64 (an object row also carries a categorical column)."""
     rng = np.random.default_rng(3)
-    reference = {f"f{i}": rng.gamma(2.0, 1.0 + i, 3000) for i in range(11)}
+    reference = {f"f{i}": rng.gamma(2.0, 1.0 + i, 3000).round(1) for i in range(width - 1)}
     reference["few"] = rng.integers(0, 4, 3000).astype(float)  # fewer edges than the others
+    if dtype == "object":
+        reference["colour"] = rng.choice(np.array(["a", "b"]), 3000)
     profile = build_profile(reference, rng.normal(0, 1, 3000))
-    assert len(profile.features[11].edges) < len(profile.features[0].edges)
+    numeric = [f for f in profile.features if f.kind == "numeric"]
+    assert len(numeric) == width
+    if width > 1:
+        assert len(numeric[-1].edges) < len(numeric[0].edges)
     capture = Capture(profile, sample_rate=1.0, window_seconds=60, windows=1, reservoir=0)
     batches = []
-    for size in (1, 7, 100, 1500, 3, *[90] * 12):
-        batch = rng.gamma(2.0, 1.5, (size, 12))
-        on_edges = [profile.features[j].edges[size % len(profile.features[j].edges)]
-                    for j in range(12)]  # fmt: skip
-        batch[0] = on_edges
+    for size in (1, 7, 100, 1500, 3, 2500, *[90] * 12):
+        batch = rng.gamma(2.0, 1.5, (size, width)).round(1).astype(dtype)
+        batch[0] = [f.edges[size % len(f.edges)] for f in numeric]
+        if dtype == "object":
+            batch = np.column_stack([batch, rng.choice(np.array(["a", "b", "c"]), size)])
         batches.append(batch.copy())
         capture.record(batch, rng.normal(0, 1, size))
-        batch[:] = -1.0  # the request's array is reused: what was recorded must not change
+        batch[:] = -1  # the request's array is reused: what was recorded must not change
     (window,) = capture.snapshot()
     everything = np.concatenate(batches)
+    assert window["rows"] == len(everything)
     for j, feature in enumerate(profile.features):
         expected = np.bincount(feature.bin_index(everything[:, j]), minlength=feature.bins)
         assert window["features"][feature.name] == expected.tolist()
