@@ -141,6 +141,7 @@ class Capture:
         Allocated by the first record(), for the dtype and width of its rows."""
         self._pending_rows = 0
         self._pending_start = 0
+        self._pending_until = 0
         self._pending_predictions: list[npt.NDArray[Any]] = []
         self.categorical = [
             (i, int(offsets[i]), f)
@@ -169,29 +170,46 @@ class Capture:
     def record(self, rows: npt.NDArray[Any], predictions: npt.NDArray[Any] | None) -> None:
         """Queue a batch of input rows (rows x features) and its primary predictions.
 
-        Rows are copied into one buffer of about DRAIN_ROWS rows, binned whenever it
-        is full (or read): numpy's cost per value falls several times between a 1-row
-        and a 1000-row array.
+        Rows are copied into one buffer of about DRAIN_ROWS rows, binned when it is
+        full (or read): numpy's cost per value falls several times between a 1-row
+        and a 1000-row array. This runs in every request, where each line of Python
+        costs several times what it does in a loop, so the usual case is kept short.
         """
+        end = self._pending_rows + len(rows)
+        if (
+            end > self.buffer_rows
+            or not self._pending_start <= self.clock() < self._pending_until
+            or rows.shape[1:] != self._pending.shape[1:]
+            or rows.dtype != self._pending.dtype
+        ):
+            self._record_slowly(rows, predictions)
+            return
+        self._pending[self._pending_rows : end] = rows
+        self._pending_rows = end
+        if predictions is not None and len(predictions) == len(rows):
+            self._pending_predictions.append(predictions)
+
+    def _record_slowly(self, rows: npt.NDArray[Any], predictions: npt.NDArray[Any] | None) -> None:
+        """record() when the window or the rows' layout changed, or the buffer is full."""
         start = int(self.clock() // self.window_seconds) * self.window_seconds
-        if predictions is not None and len(predictions) != len(rows):
-            predictions = None
         layout = (rows.dtype, rows.shape[1:])
         if start != self._pending_start or (self._pending.dtype, self._pending.shape[1:]) != layout:
             self.drain()
-            self._pending_start = start
+            self._pending_start, self._pending_until = start, start + self.window_seconds
             if (self._pending.dtype, self._pending.shape[1:]) != layout:
                 self._pending = np.empty((self.buffer_rows, *rows.shape[1:]), rows.dtype)
+        if predictions is not None and len(predictions) != len(rows):
+            predictions = None
         done = 0
         while done < len(rows):
+            if self._pending_rows == self.buffer_rows:
+                self.drain()
             take = min(len(rows) - done, self.buffer_rows - self._pending_rows)
             self._pending[self._pending_rows : self._pending_rows + take] = rows[done:][:take]
             self._pending_rows += take
             if predictions is not None:
                 self._pending_predictions.append(predictions[done:][:take])
             done += take
-            if self._pending_rows == self.buffer_rows:
-                self.drain()
 
     def drain(self) -> None:
         """Bin the queued rows into their window."""

@@ -49,6 +49,9 @@ def test_windows_align_rotate_and_stay_bounded() -> None:
         capture.record(rows(1), np.zeros(1))
     assert [w["start"] for w in capture.snapshot()] == [240, 300, 360]
     assert [w["start"] for w in capture.snapshot(since=300)] == [300, 360]
+    clock[0] = 300.5  # the clock stepped back: rows go to the window they belong to
+    capture.record(rows(2), np.zeros(2))
+    assert [w["rows"] for w in capture.snapshot()] == [1, 3, 1]
 
 
 def test_counts_reservoir_and_unknown_categories() -> None:
