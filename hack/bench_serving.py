@@ -9,7 +9,17 @@ runs every server once, in a shuffled order; the table shows medians over rounds
 The ratios are medians of the ratios within each round, which cancels the slow
 drift of a shared machine's speed better than a ratio of medians.
 
+Capture's cost is measured in the same mlops-serve process, switched off and on
+(bench/capture_switch.py) every half second while one wrk run loads it, and
+counted by its own request counter. Each round runs capture on, off, and on again,
+in a shuffled order. "on / off" is the cost; "on / on again" shows the method's
+own spread, which a cost must stand clear of. Where the machine's speed varies
+more than the cost (10-15% from one half second to the next on a shared VM), the
+share of the server's CPU spent in capture, timed inside the server, is the
+figure that both sides of a noisy machine cancel out of.
+
     python hack/bench_serving.py [--seconds 3] [--repeats 9] [--connections 8]
+                                 [--capture-seconds 60]
 
 Peers are installed from PyPI into virtual environments under
 ~/.cache/mlops-operator/bench (MLOPS_CACHE_DIR) on first use. Needs wrk
@@ -54,6 +64,9 @@ PEER_PACKAGES = {
     "kserve": ["kserve==0.21.0"],
 }
 SERVER_CPU, LOAD_CPU = "0", "1"
+CAPTURE_PHASES = {"on": signal.SIGUSR2, "off": signal.SIGUSR1, "on again": signal.SIGUSR2}
+"""Phases of a capture round, and the signal that sets bench/capture_switch.py for each."""
+PHASE_SECONDS, SETTLE_SECONDS = 0.5, 0.1
 
 
 @dataclass
@@ -129,7 +142,7 @@ def payload(rows: np.ndarray) -> str:
 
 
 def servers(work: Path, model_file: Path, tarball: Path, digest: str) -> list[Server]:
-    ours = [sys.executable, "-m", "mlops_serving.serve"]
+    ours = [sys.executable, str(HERE / "bench" / "capture_switch.py"), str(capture_log(work))]
     base = {
         "MLOPS_SERVING_MODEL_URI": f"file://{tarball}",
         "MLOPS_SERVING_MODEL_DIGEST": digest,
@@ -163,19 +176,9 @@ def servers(work: Path, model_file: Path, tarball: Path, digest: str) -> list[Se
     )
     mlserver = peer_python("mlserver")
     kserve = peer_python("kserve")
-    ours_port, quiet_port, kserve_port, bare_port = (free_port() for _ in range(4))
+    ours_port, kserve_port, bare_port = (free_port() for _ in range(3))
     return [
         Server("mlops-serve", ours, ours_port, {**base, "MLOPS_SERVING_PORT": str(ours_port)}),
-        Server(
-            "mlops-serve (no capture)",
-            ours,
-            quiet_port,
-            {
-                **base,
-                "MLOPS_SERVING_PORT": str(quiet_port),
-                "MLOPS_SERVING_CAPTURE_SAMPLE_RATE": "0",
-            },
-        ),
         Server(
             "MLServer",
             [str(mlserver.parent / "mlserver"), "start", str(mlserver_dir)],
@@ -207,7 +210,7 @@ def servers(work: Path, model_file: Path, tarball: Path, digest: str) -> list[Se
 
 
 @contextlib.contextmanager
-def running(server: Server, logs: Path) -> Iterator[None]:
+def running(server: Server, logs: Path) -> Iterator[subprocess.Popen[bytes]]:
     log = (logs / f"{server.port}.log").open("w")
     process = subprocess.Popen(
         ["taskset", "-c", SERVER_CPU, *server.command],
@@ -233,7 +236,7 @@ def running(server: Server, logs: Path) -> Iterator[None]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{server.name} not ready after 180 s")
             time.sleep(0.5)
-        yield
+        yield process
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -260,21 +263,25 @@ def check(server: Server, body: str) -> None:
         raise RuntimeError(f"{server.name} answered outputs {names}")
 
 
+def wrk_command(url: str, script: Path, seconds: float, connections: int) -> list[str]:
+    return [
+        "taskset",
+        "-c",
+        LOAD_CPU,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
+
+
 def wrk(url: str, script: Path, seconds: int, connections: int) -> Sample:
     result = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            LOAD_CPU,
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
+        wrk_command(url, script, seconds, connections),
         capture_output=True,
         text=True,
         check=True,
@@ -292,11 +299,81 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> Sample:
     return Sample(rps, percentile("50"), percentile("99"))
 
 
+def served(server: Server) -> int:
+    """Requests mlops-serve has answered, from its Prometheus counter."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as r:
+        lines = r.read().decode().splitlines()
+    return round(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in lines
+            if line.startswith("mlops_requests_total{")
+        )
+    )
+
+
+@dataclass
+class CaptureRound:
+    """One round of the capture measurement: per phase, throughput and, from the
+    server's own clocks, capture's share of its CPU."""
+
+    rps: dict[str, float] = field(default_factory=dict)
+    share: dict[str, float] = field(default_factory=dict)
+
+
+def capture_rounds(
+    server: Server,
+    pid: int,
+    script: Path,
+    log: Path,
+    *,
+    seconds: int,
+    connections: int,
+    order: random.Random,
+) -> list[CaptureRound]:
+    """mlops-serve switched through the phases of each round, under one wrk run."""
+    logged = len(log.read_text().splitlines()) if log.exists() else 0
+    load = subprocess.Popen(
+        wrk_command(server.infer_url, script, seconds + 10, connections),
+        stdout=subprocess.DEVNULL,
+    )
+    rounds, phases = [], []
+    try:
+        time.sleep(1)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            rounds.append(CaptureRound())
+            for phase in order.sample(list(CAPTURE_PHASES), len(CAPTURE_PHASES)):
+                os.kill(pid, CAPTURE_PHASES[phase])
+                phases.append((rounds[-1], phase))
+                time.sleep(SETTLE_SECONDS)
+                count, start = served(server), time.monotonic()
+                time.sleep(PHASE_SECONDS)
+                rounds[-1].rps[phase] = (served(server) - count) / (time.monotonic() - start)
+        os.kill(pid, CAPTURE_PHASES["on"])  # closes the last phase in the log
+        time.sleep(SETTLE_SECONDS)
+    finally:
+        load.terminate()
+        load.wait()
+    marks = [[float(v) for v in line.split()] for line in log.read_text().splitlines()[logged:]]
+    for (each, phase), (cpu, spent), (cpu_after, spent_after) in zip(
+        phases, marks, marks[1:], strict=False
+    ):
+        each.share[phase] = (spent_after - spent) / (cpu_after - cpu)
+    return rounds
+
+
+def capture_log(work: Path) -> Path:
+    """Where bench/capture_switch.py notes its clocks at every switch."""
+    return work / "capture.log"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--capture-seconds", type=int, default=60)
     parser.add_argument(
         "--only", action="append", help="run only servers whose name starts with this"
     )
@@ -318,6 +395,7 @@ def main() -> int:
             )
             scripts[label] = script
         results: dict[tuple[str, str], list[Sample]] = {}
+        capture: dict[str, list[CaptureRound]] = {}
         all_servers = [
             s
             for s in servers(work, model_file, tarball, digest)
@@ -326,8 +404,9 @@ def main() -> int:
             or any(s.name.startswith(o) for o in args.only)
         ]
         with contextlib.ExitStack() as stack:
+            processes = {}
             for server in all_servers:
-                stack.enter_context(running(server, work))
+                processes[server.name] = stack.enter_context(running(server, work))
                 for body in bodies.values():
                     check(server, body)
                 wrk(server.infer_url, scripts["1 row"], 2, args.connections)  # warm-up
@@ -344,7 +423,20 @@ def main() -> int:
                             f" p50 {sample.p50_ms:7.2f} ms p99 {sample.p99_ms:7.2f} ms",
                             file=sys.stderr,
                         )
+            ours = next(s for s in all_servers if s.name == "mlops-serve")
+            for label, script in scripts.items():
+                print(f"capture on / off, {label}, {args.capture_seconds} s", file=sys.stderr)
+                capture[label] = capture_rounds(
+                    ours,
+                    processes[ours.name].pid,
+                    script,
+                    capture_log(work),
+                    seconds=args.capture_seconds,
+                    connections=args.connections,
+                    order=order,
+                )
         report(results, [s.name for s in all_servers], list(scripts), args)
+        report_capture(capture)
     return 0
 
 
@@ -372,16 +464,31 @@ def report(results: dict[tuple[str, str], list[Sample]], names: list[str], label
                 f" | {statistics.median(s.p99_ms for s in samples):.2f}"
                 f" | {rps_ratio:.2f} | {p99_ratio:.2f} |"
             )
-    quiet = "mlops-serve (no capture)"
-    if quiet in names:
-        print()
-        for label in labels:
-            pairs = zip(results[("mlops-serve", label)], results[(quiet, label)], strict=True)
-            ratios = sorted(o.rps / q.rps for o, q in pairs)
-            print(
-                f"capture at sample rate 1.0, {label}: throughput x{statistics.median(ratios):.3f}"
-                f" of capture off (per-round ratios {ratios[0]:.3f} to {ratios[-1]:.3f})"
-            )
+
+
+def report_capture(capture: dict[str, list[CaptureRound]]) -> None:
+    def quartiles(values: list[float], unit: str = "x", scale: float = 1.0) -> str:
+        low, middle, high = (q * scale for q in statistics.quantiles(values, n=4))
+        if unit == "x":
+            return f"x{middle:.3f} ({low:.3f}-{high:.3f})"
+        return f"{middle:.1f}{unit} ({low:.1f}-{high:.1f})"
+
+    print(
+        f"\ncapture at sample rate 1.0: one mlops-serve process, switched every {PHASE_SECONDS} s"
+        " under load; medians over rounds (quartiles)\n"
+    )
+    print(
+        "| payload | rounds | throughput on / off | on / on again (the method's spread)"
+        " | capture's share of the server's CPU, timed inside it |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for label, rounds in capture.items():
+        print(
+            f"| {label} | {len(rounds)}"
+            f" | {quartiles([r.rps['on'] / r.rps['off'] for r in rounds])}"
+            f" | {quartiles([r.rps['on'] / r.rps['on again'] for r in rounds])}"
+            f" | {quartiles([r.share['on'] for r in rounds if 'on' in r.share], '%', 100)} |"
+        )
 
 
 if __name__ == "__main__":
