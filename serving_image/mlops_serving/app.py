@@ -546,10 +546,10 @@ def _info_routes(app: FastAPI, h: Handlers) -> None:
 
 
 async def _flush_capture(state: State, every: float = 2.0) -> None:
-    """Share this worker's capture windows with its sibling workers. The snapshot is
-    taken here, on the event loop that alone records; only the file write runs in a
+    """Share this worker's changed capture windows with its sibling workers. They are
+    read here, on the event loop that alone records; only the file writes run in a
     thread."""
     while True:
         await asyncio.sleep(every)
         if state.ready and state.capture.directory is not None:
-            await run_in_threadpool(state.capture.write, state.capture.capture.snapshot())
+            await run_in_threadpool(state.capture.write, *state.capture.capture.changes())

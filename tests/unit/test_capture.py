@@ -86,18 +86,44 @@ def test_windows_from_several_workers_merge_by_adding() -> None:
 
 
 def test_shared_capture_reads_sibling_workers(tmp_path: Path) -> None:
-    folder = tmp_path
     clock = [60.0]
     first, second = make_capture(clock), make_capture(clock)
-    worker = SharedCapture(first, folder)
-    sibling = SharedCapture(second, folder)
-    sibling.own = folder / "other.json"
+    worker = SharedCapture(first, tmp_path, worker="1")
+    sibling = SharedCapture(second, tmp_path, worker="2")
     second.record(rows(6), np.zeros(6))
-    sibling.write(second.snapshot())
+    sibling.write(*second.changes())
     first.record(rows(4), np.zeros(4))
     view = worker.read()
     assert view["features"] == ["x", "colour"]
     assert [w["rows"] for w in view["windows"]] == [10]
+
+
+def test_shared_capture_rewrites_only_changed_windows(tmp_path: Path) -> None:
+    """A flush writes the windows binned into since the last one, and drops the files of
+    windows that rotated out; a reader still counts what a worker wrote."""
+    clock = [60.0]
+    capture = make_capture(clock)  # keeps 3 windows
+    worker = SharedCapture(capture, tmp_path, worker="7")
+    reader = SharedCapture(make_capture(clock), tmp_path, worker="8")
+    capture.record(rows(3), np.zeros(3))
+    changed, kept = capture.changes()
+    assert [w["start"] for w in changed] == [60]
+    worker.write(changed, kept)
+    assert capture.changes() == ([], {60})  # nothing new: nothing to write
+    clock[0] = 120.0
+    capture.record(rows(2), np.zeros(2))
+    changed, kept = capture.changes()
+    assert [w["start"] for w in changed] == [120]
+    worker.write(changed, kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["7-120.json", "7-60.json"]
+    assert [(w["start"], w["rows"]) for w in reader.read()["windows"]] == [(60, 3), (120, 2)]
+    for start in (180, 240):
+        clock[0] = start
+        capture.record(rows(1), np.zeros(1))
+    worker.write(*capture.changes())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["7-120.json", "7-180.json", "7-240.json"]
+    clock[0] = 600.0  # long after: what worker 7 left has aged out
+    assert reader.read()["windows"] == []
 
 
 @pytest.mark.parametrize(
