@@ -7,7 +7,8 @@ cd "$ROOT"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 missing=()
-for tool in openssl curl git; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+# wrk is for hack/bench_serving.py
+for tool in openssl curl git wrk; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]} from Debian"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

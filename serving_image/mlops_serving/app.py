@@ -539,10 +539,18 @@ def _info_routes(app: FastAPI, h: Handlers) -> None:
         feature and for predictions, and a reservoir of raw rows (mlops_serving.capture)."""
         if refused := h.not_ready():
             return refused
-        view = state.capture.read(since)
-        return _json(
-            {"model": state.name, "version": state.version, "track": state.settings.track, **view}
-        )
+        shared = state.capture
+        after = shared.after(since)
+        own = shared.capture.copies(after)  # on the loop, which alone records
+
+        def answer() -> Response:  # a full retention is tens of MB of JSON: not on the loop
+            view = shared.view(own, after)
+            return _json(
+                {"model": state.name, "version": state.version, "track": state.settings.track}
+                | view
+            )
+
+        return await run_in_threadpool(answer)
 
 
 async def _flush_capture(state: State, every: float = 2.0) -> None:

@@ -12,7 +12,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -320,9 +320,19 @@ class Capture:
         }
 
     def snapshot(self, since: float | None = None) -> list[dict[str, Any]]:
+        return [self.to_json(w) for w in self.copies(since)]
+
+    def copies(self, since: float | None = None) -> list[Window]:
+        """Copies of the windows that end after `since`, in order: another thread may
+        read them (numpy copies them at memory speed; building JSON takes far longer)."""
         self.drain()
         return [
-            self.to_json(w)
+            replace(
+                w,
+                counts=w.counts.copy(),
+                prediction=w.prediction.copy(),
+                reservoir=None if w.reservoir is None else w.reservoir[: w.kept].copy(),
+            )
             for s, w in sorted(self.windows.items())
             if since is None or s + self.window_seconds > since
         ]
@@ -361,15 +371,23 @@ class SharedCapture:
             if int(path.stem.rsplit("-", 1)[1]) not in kept:
                 path.unlink(missing_ok=True)
 
+    def after(self, since: float | None) -> float:
+        """`since`, or the start of the retention (windows x windowSeconds) if later: the
+        files of a worker that exited count until they age out, as its windows would."""
+        capture = self.capture
+        oldest = capture.clock() - capture.max_windows * capture.window_seconds
+        return oldest if since is None else max(since, oldest)
+
     def read(self, since: float | None = None) -> dict[str, Any]:
-        """Every worker's windows since `since`, merged. Windows older than the retention
-        (windows x windowSeconds) are left out, so the files of a worker that exited
-        count until they age out, like its windows would have."""
+        after = self.after(since)
+        return self.view(self.capture.copies(after), after)
+
+    def view(self, own: list[Window], after: float) -> dict[str, Any]:
+        """This worker's windows (copies) and its siblings' that end after `after`, merged.
+        Touches no live state: it may run in a thread."""
         capture = self.capture
         width = capture.window_seconds
-        oldest = capture.clock() - capture.max_windows * width
-        after = oldest if since is None else max(since, oldest)
-        windows = capture.snapshot(after)
+        windows = [capture.to_json(w) for w in own]
         if self.directory is not None:
             for path in self.directory.glob("*.json"):
                 if path.name.startswith(f"{self.worker}-"):
