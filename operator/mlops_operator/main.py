@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from mlops_operator import approval, kube, modeldeployment, modelversion, webhook
+from mlops_operator import approval, kube, modeldeployment, modelversion, retry, webhook
 from mlops_operator.builders import ResolvedVersion
 from mlops_operator.conditions import Reporter
 from mlops_operator.constants import (
@@ -36,6 +36,22 @@ MDEP = (GROUP, VERSION, "modeldeployments")
 CHILDREN = {LABEL_MANAGED_BY: MANAGED_BY}
 Body = Any
 Log = logging.Logger | logging.LoggerAdapter[Any]
+
+
+def _reconcile_latest(key: retry.Key, logger: Log) -> None:
+    """Reconcile the object as it is now, if it still exists."""
+    plural, namespace, name = key
+    obj = kube.read_custom(plural, namespace, name)
+    if obj is None or obj["metadata"].get("deletionTimestamp"):
+        return
+    if plural == "modelversions":
+        _model_version("MODIFIED", obj, modelversion.change_key(obj), logger)
+    else:
+        _model_deployment(obj, logger)
+        CHANGES.handled(obj, obj["metadata"].get("generation"))
+
+
+RETRIES = retry.Retries(_reconcile_latest)
 
 
 def reporter(body: Body, logger: Log) -> Reporter:
@@ -89,7 +105,12 @@ async def model_version(type: str | None, body: Body, logger: Log, **_: Any) -> 
     key = modelversion.change_key(body)
     if type != "DELETED" and CHANGES.seen(body, key):
         return  # an echo of our own status write
-    await asyncio.to_thread(_model_version, type, dict(body), key, logger)
+    meta = body["metadata"]
+    await RETRIES.run(
+        ("modelversions", meta["namespace"], meta["name"]),
+        lambda: _model_version(type, dict(body), key, logger),
+        logger,
+    )
 
 
 def _model_version(type: str | None, body: Body, key: Any, logger: Log) -> None:
@@ -151,8 +172,12 @@ async def model_deployment(type: str | None, body: Body, logger: Log, **_: Any) 
         return
     if CHANGES.seen(body, meta.get("generation")):
         return  # an echo of our own status write
-    await asyncio.to_thread(_model_deployment, dict(body), logger)
-    CHANGES.handled(body, meta.get("generation"))
+
+    def work() -> None:
+        _model_deployment(dict(body), logger)
+        CHANGES.handled(body, meta.get("generation"))
+
+    await RETRIES.run((modeldeployment.PLURAL, meta["namespace"], meta["name"]), work, logger)
 
 
 def _model_deployment(body: Body, logger: Log) -> None:
@@ -174,20 +199,8 @@ async def child_changed(type: str | None, body: Body, logger: Log, **_: Any) -> 
         if body["kind"] == "Deployment":
             kube.STATUS.submit(meta["namespace"], owner, dict(body))
         return
-    await asyncio.to_thread(_repair, meta["namespace"], owner, logger)
-
-
-def _repair(namespace: str, owner: str, logger: Log) -> None:
-    try:
-        mdep = kube.read_custom(modeldeployment.PLURAL, namespace, owner)
-    except ApiException as error:
-        raise kopf.TemporaryError(
-            f"cannot read ModelDeployment {owner}: {error.reason}", delay=5
-        ) from error
-    if mdep is None or mdep["metadata"].get("deletionTimestamp"):
-        return
-    with reconciling("ModelDeployment"):
-        modeldeployment.reconcile(mdep, SETTINGS, reporter(mdep, logger))
+    key = (modeldeployment.PLURAL, meta["namespace"], owner)
+    await RETRIES.run(key, lambda: _reconcile_latest(key, logger), logger)
 
 
 @kopf.on.event("", "v1", "pods", labels={**CHILDREN, LABEL_VERIFIED_BY_POD: "true"})
@@ -223,6 +236,7 @@ async def start_background(memo: kopf.Memo, logger: Log, **_: Any) -> None:
 async def stop_background(memo: kopf.Memo, **_: Any) -> None:
     for task in memo["tasks"]:
         task.cancel()
+    RETRIES.cancel()
 
 
 async def _write_statuses(logger: Log) -> None:

@@ -11,12 +11,20 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from mlops_operator.constants import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 
 from .kube import ROOT, Cluster, wait_until
-from .operator_fixture import Operator
-from .test_operator import bundles, create, model_deployment, model_version, ready  # noqa: F401
+from .operator_fixture import Operator, start_operator, stop_operator
+from .test_operator import (  # noqa: F401
+    bundles,
+    create,
+    deployment,
+    model_deployment,
+    model_version,
+    ready,
+)
 
 pytestmark = pytest.mark.cluster
 COUNT = 20
@@ -134,3 +142,102 @@ def test_api_server_restart_under_the_operator(
         "a hand edit after the restart to be reverted",
         timeout=60,
     )
+
+
+def test_a_refused_reconcile_is_retried_long_before_the_resync(
+    cluster: Cluster,
+    namespace: str,
+    sole_operator: None,
+    bundles: dict[str, tuple[Path, str]],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """An admission policy refuses every Deployment in the namespace for a while, so the
+    ModelDeployment's reconcile raises. kopf does not retry event handlers and the resync
+    is an hour away here: the operator's own retries must bring the Deployment once the
+    policy is lifted."""
+    admission = client.AdmissionregistrationV1Api(cluster.api)
+    name = f"refuse-deployments-{namespace}"
+    admission.create_validating_admission_policy(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["apps"],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": ["deployments"],
+                        }
+                    ]
+                },
+                "validations": [{"expression": "false", "message": "refused for a while"}],
+            },
+        }
+    )
+    admission.create_validating_admission_policy_binding(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+                },
+            },
+        }
+    )
+
+    def refused() -> bool:
+        probe = {
+            "metadata": {"name": "probe"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "probe"}},
+                "template": {
+                    "metadata": {"labels": {"app": "probe"}},
+                    "spec": {"containers": [{"name": "c", "image": "registry.example/c"}]},
+                },
+            },
+        }
+        try:
+            client.AppsV1Api(cluster.api).create_namespaced_deployment(
+                namespace, probe, dry_run="All"
+            )
+        except ApiException as error:
+            return error.status in {400, 403, 422}
+        return False
+
+    running = None
+    try:
+        wait_until(refused, "the admission policy to be enforced", timeout=60)
+        running = start_operator(cluster, tmp_path / "operator", MLOPS_RESYNC_SECONDS="3600")
+        create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
+        create(cluster, namespace, "modeldeployments", model_deployment("held"))
+        failures = f"reconcile of modeldeployments {namespace}/held failed; it will be retried"
+        log = running.log
+        wait_until(
+            lambda: log.read_text().count(failures) >= 3,
+            "the refused reconcile to fail, and be retried twice",
+            timeout=60,
+        )
+        assert deployment(cluster, namespace, "held-stable") is None
+        admission.delete_validating_admission_policy_binding(name)
+        admission.delete_validating_admission_policy(name)
+        wait_until(
+            lambda: deployment(cluster, namespace, "held-stable") is not None,
+            "the Deployment, once the policy is lifted",
+            timeout=120,
+        )
+    finally:
+        if running is not None:
+            stop_operator(running)
+        for delete in (
+            admission.delete_validating_admission_policy_binding,
+            admission.delete_validating_admission_policy,
+        ):
+            try:
+                delete(name)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
