@@ -19,7 +19,7 @@ share of the server's CPU spent in capture, timed inside the server, is the
 figure that both sides of a noisy machine cancel out of.
 
     python hack/bench_serving.py [--seconds 3] [--repeats 9] [--connections 8]
-                                 [--capture-seconds 60]
+                                 [--capture-seconds 180]
 
 Peers are installed from PyPI into virtual environments under
 ~/.cache/mlops-operator/bench (MLOPS_CACHE_DIR) on first use. Needs wrk
@@ -373,7 +373,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--capture-seconds", type=int, default=60)
+    parser.add_argument("--capture-seconds", type=int, default=180)
     parser.add_argument(
         "--only", action="append", help="run only servers whose name starts with this"
     )
