@@ -157,49 +157,44 @@ def test_a_refused_reconcile_is_retried_long_before_the_resync(
     policy is lifted."""
     admission = client.AdmissionregistrationV1Api(cluster.api)
     name = f"refuse-deployments-{namespace}"
-    admission.create_validating_admission_policy(
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {
-                    "resourceRules": [
-                        {
-                            "apiGroups": ["apps"],
-                            "apiVersions": ["v1"],
-                            "operations": ["CREATE", "UPDATE"],
-                            "resources": ["deployments"],
-                        }
-                    ]
-                },
-                "validations": [{"expression": "false", "message": "refused for a while"}],
+    deployments = {
+        "apiGroups": ["apps"],
+        "apiVersions": ["v1"],
+        "operations": ["CREATE", "UPDATE"],
+        "resources": ["deployments"],
+    }
+    # The client's stubs want its model classes; the API takes these dicts as they are.
+    policy: Any = {
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [deployments]},
+            "validations": [{"expression": "false", "message": "refused for a while"}],
+        },
+    }
+    only_here = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    binding: Any = {
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": only_here},
+        },
+    }
+    probe: Any = {
+        "metadata": {"name": "probe"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "probe"}},
+            "template": {
+                "metadata": {"labels": {"app": "probe"}},
+                "spec": {"containers": [{"name": "c", "image": "registry.example/c"}]},
             },
-        }
-    )
-    admission.create_validating_admission_policy_binding(
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "policyName": name,
-                "validationActions": ["Deny"],
-                "matchResources": {
-                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
-                },
-            },
-        }
-    )
+        },
+    }
+    admission.create_validating_admission_policy(policy)
+    admission.create_validating_admission_policy_binding(binding)
 
     def refused() -> bool:
-        probe = {
-            "metadata": {"name": "probe"},
-            "spec": {
-                "selector": {"matchLabels": {"app": "probe"}},
-                "template": {
-                    "metadata": {"labels": {"app": "probe"}},
-                    "spec": {"containers": [{"name": "c", "image": "registry.example/c"}]},
-                },
-            },
-        }
         try:
             client.AppsV1Api(cluster.api).create_namespaced_deployment(
                 namespace, probe, dry_run="All"
