@@ -46,12 +46,13 @@ class Window:
 
 
 def merge_windows(windows: Iterable[dict[str, Any]], reservoir: int) -> list[dict[str, Any]]:
-    """Add windows with the same start (from several workers or pods)."""
+    """Add windows with the same start (from several workers or pods). The windows given
+    are left as they were; a merged one may share their lists."""
     merged: dict[int, dict[str, Any]] = {}
     for window in windows:
         into = merged.get(window["start"])
-        if into is None:
-            merged[window["start"]] = orjson.loads(orjson.dumps(window))
+        if into is None:  # counts are replaced below, never changed in place
+            merged[window["start"]] = {**window, "features": dict(window["features"])}
             continue
         into["rows"] += window["rows"]
         into["seen"] += window["seen"]

@@ -1,5 +1,6 @@
 """Capture windows: binning, rotation, reservoir bounds, sampling and merging."""
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,10 @@ def test_windows_from_several_workers_merge_by_adding() -> None:
     first, second = make_capture(clock), make_capture(clock)
     first.record(rows(4), np.zeros(4))
     second.record(rows(6), np.zeros(6))
-    (merged,) = merge_windows([*first.snapshot(), *second.snapshot()], reservoir=5)
+    windows = [*first.snapshot(), *second.snapshot()]
+    given = copy.deepcopy(windows)
+    (merged,) = merge_windows(windows, reservoir=5)
+    assert windows == given  # the inputs are left as they were
     assert merged["rows"] == 10
     assert sum(merged["features"]["x"]) == 10
     assert len(merged["reservoir"]) == 5
