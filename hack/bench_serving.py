@@ -10,13 +10,15 @@ The ratios are medians of the ratios within each round, which cancels the slow
 drift of a shared machine's speed better than a ratio of medians.
 
 Capture's cost is measured in the same mlops-serve process, switched off and on
-(bench/capture_switch.py) every half second while one wrk run loads it, and
-counted by its own request counter. Each round runs capture on, off, and on again,
-in a shuffled order. "on / off" is the cost; "on / on again" shows the method's
-own spread, which a cost must stand clear of. Where the machine's speed varies
-more than the cost (10-15% from one half second to the next on a shared VM), the
-share of the server's CPU spent in capture, timed inside the server, is the
-figure that both sides of a noisy machine cancel out of.
+(bench/capture_switch.py) while one wrk run loads it, and timed and counted by the
+server itself. Each round runs capture on, off, and on again, a second each, in a
+shuffled order. "on / off" is the cost; "on / on again" shows the method's own
+spread, which a cost must stand clear of. A shared VM's speed varies by about 13%
+from one half second to the next, and by about 3% over 5 s (about as 1/sqrt(time)),
+so the ratios pool every round's requests and seconds, with a bootstrap interval
+over rounds, and need minutes of rounds to resolve a cost of a few percent. The
+share of the server's CPU spent in capture, timed inside the server, is the figure
+that both sides of a noisy machine cancel out of.
 
     python hack/bench_serving.py [--seconds 3] [--repeats 9] [--connections 8]
                                  [--capture-seconds 180]
@@ -48,6 +50,7 @@ from pathlib import Path
 
 import joblib
 import numpy as np
+import numpy.typing as npt
 from sklearn import __version__ as sklearn_version
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
@@ -66,7 +69,9 @@ PEER_PACKAGES = {
 SERVER_CPU, LOAD_CPU = "0", "1"
 CAPTURE_PHASES = {"on": signal.SIGUSR2, "off": signal.SIGUSR1, "on again": signal.SIGUSR2}
 """Phases of a capture round, and the signal that sets bench/capture_switch.py for each."""
-PHASE_SECONDS, SETTLE_SECONDS = 0.5, 0.1
+PHASE_SECONDS, SETTLE_SECONDS = 1.0, 0.1
+TWIN_SLICE_SECONDS = 0.02
+"""How long each of the two twins runs alone on the CPU before the other's turn."""
 
 
 @dataclass
@@ -299,26 +304,15 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> Sample:
     return Sample(rps, percentile("50"), percentile("99"))
 
 
-def served(server: Server) -> int:
-    """Requests mlops-serve has answered, from its Prometheus counter."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as r:
-        lines = r.read().decode().splitlines()
-    return round(
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in lines
-            if line.startswith("mlops_requests_total{")
-        )
-    )
-
-
 @dataclass
 class CaptureRound:
-    """One round of the capture measurement: per phase, throughput and, from the
-    server's own clocks, capture's share of its CPU."""
+    """One round of the capture measurement, per phase, from the server's own clocks and
+    counters: requests served, seconds, CPU seconds, and seconds spent in capture."""
 
-    rps: dict[str, float] = field(default_factory=dict)
-    share: dict[str, float] = field(default_factory=dict)
+    served: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+    spent: dict[str, float] = field(default_factory=dict)
 
 
 def capture_rounds(
@@ -331,8 +325,10 @@ def capture_rounds(
     connections: int,
     order: random.Random,
 ) -> list[CaptureRound]:
-    """mlops-serve switched through the phases of each round, under one wrk run."""
-    logged = len(log.read_text().splitlines()) if log.exists() else 0
+    """mlops-serve switched through the phases of each round, under one wrk run. Each
+    phase is switched to, left to settle, marked, and measured from the mark to the
+    next switch, on the server's own clocks and counters (bench/capture_switch.py)."""
+    logged = lines(log)
     load = subprocess.Popen(
         wrk_command(server.infer_url, script, seconds + 10, connections),
         stdout=subprocess.DEVNULL,
@@ -344,28 +340,129 @@ def capture_rounds(
         while time.monotonic() < deadline:
             rounds.append(CaptureRound())
             for phase in order.sample(list(CAPTURE_PHASES), len(CAPTURE_PHASES)):
-                os.kill(pid, CAPTURE_PHASES[phase])
                 phases.append((rounds[-1], phase))
+                os.kill(pid, CAPTURE_PHASES[phase])
                 time.sleep(SETTLE_SECONDS)
-                count, start = served(server), time.monotonic()
+                os.kill(pid, CAPTURE_PHASES[phase])
                 time.sleep(PHASE_SECONDS)
-                rounds[-1].rps[phase] = (served(server) - count) / (time.monotonic() - start)
-        os.kill(pid, CAPTURE_PHASES["on"])  # closes the last phase in the log
+        os.kill(pid, CAPTURE_PHASES["on"])  # ends the last phase
         time.sleep(SETTLE_SECONDS)
     finally:
         load.terminate()
         load.wait()
-    marks = [[float(v) for v in line.split()] for line in log.read_text().splitlines()[logged:]]
-    for (each, phase), (cpu, spent), (cpu_after, spent_after) in zip(
-        phases, marks, marks[1:], strict=False
-    ):
-        each.share[phase] = (spent_after - spent) / (cpu_after - cpu)
+    marks = phase_marks(log, logged, len(phases))
+    for (each, phase), (served, elapsed, cpu, spent) in zip(phases, marks, strict=True):
+        each.served[phase], each.seconds[phase] = served, elapsed
+        each.cpu[phase], each.spent[phase] = cpu, spent
     return rounds
 
 
-def capture_log(work: Path) -> Path:
+def phase_marks(log: Path, logged: int, phases: int) -> list[list[float]]:
+    """Per phase, from the marks bench/capture_switch.py logged after line `logged`:
+    requests served, seconds, CPU seconds and seconds in capture. A phase is marked
+    once it has settled, and ends at the next phase's switch."""
+    marks = np.array(
+        [[float(v) for v in line.split()] for line in log.read_text().splitlines()[logged:]]
+    )
+    if len(marks) != 2 * phases + 1:
+        raise RuntimeError(f"{len(marks)} marks logged for {phases} phases in {log}")
+    clock, served, cpu, spent = (marks[2::2] - marks[1:-1:2]).T
+    phase: list[list[float]] = np.column_stack([served, clock, cpu, spent]).tolist()
+    return phase
+
+
+def lines(log: Path) -> int:
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+@dataclass
+class TwinPhase:
+    """One phase of the twins measurement: which twin had capture on, and per twin
+    the requests it served and the CPU seconds it used."""
+
+    on: int
+    served: list[float]
+    cpu: list[float]
+
+
+def take_turns(pids: list[int], seconds: float) -> None:
+    """Run the twins one at a time, TWIN_SLICE_SECONDS each, for `seconds`."""
+    deadline, turn = time.monotonic() + seconds, 0
+    try:
+        while time.monotonic() < deadline:
+            os.kill(pids[1 - turn], signal.SIGSTOP)
+            os.kill(pids[turn], signal.SIGCONT)
+            time.sleep(TWIN_SLICE_SECONDS)
+            turn = 1 - turn
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def twin_phases(
+    twins: list[Server],
+    pids: list[int],
+    script: Path,
+    logs: list[Path],
+    *,
+    seconds: int,
+    connections: int,
+    order: random.Random,
+) -> list[TwinPhase]:
+    """Two identical mlops-serve processes on one CPU, each loaded by its own wrk, taking
+    turns; capture is on in one and off in the other, crossing over every phase."""
+    logged = [lines(log) for log in logs]
+    loads = [
+        subprocess.Popen(
+            wrk_command(twin.infer_url, script, seconds + 10, max(connections // 2, 1)),
+            stdout=subprocess.DEVNULL,
+        )
+        for twin in twins
+    ]
+    plan: list[int] = []
+    try:
+        time.sleep(1)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for on in order.sample([0, 1], 2):
+                plan.append(on)
+                for settle in (SETTLE_SECONDS, 0.0):  # switch, then mark once settled
+                    for index, pid in enumerate(pids):
+                        os.kill(pid, CAPTURE_PHASES["on" if index == on else "off"])
+                    time.sleep(settle)
+                take_turns(pids, PHASE_SECONDS)
+        for pid in pids:
+            os.kill(pid, CAPTURE_PHASES["on"])  # ends the last phase
+        time.sleep(SETTLE_SECONDS)
+    finally:
+        for load in loads:
+            load.terminate()
+            load.wait()
+    marks = [phase_marks(log, start, len(plan)) for log, start in zip(logs, logged, strict=True)]
+    return [
+        TwinPhase(on, [m[i][0] for m in marks], [m[i][2] for m in marks])
+        for i, on in enumerate(plan)
+    ]
+
+
+def capture_log(work: Path, name: str = "mlops-serve") -> Path:
     """Where bench/capture_switch.py notes its clocks at every switch."""
-    return work / "capture.log"
+    return work / f"{name.replace(' ', '-')}-capture.log"
+
+
+def twin_of(server: Server, work: Path) -> Server:
+    """A second mlops-serve, identical but for its port, cache and capture log."""
+    name, port = f"{server.name} twin", free_port()
+    return Server(
+        name,
+        [*server.command[:-1], str(capture_log(work, name))],
+        port,
+        {
+            **server.env,
+            "MLOPS_SERVING_PORT": str(port),
+            "MLOPS_SERVING_CACHE_DIR": str(work / "twin-cache"),
+        },
+    )
 
 
 def main() -> int:
@@ -374,6 +471,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--capture-seconds", type=int, default=180)
+    parser.add_argument("--twin-seconds", type=int, default=120)
     parser.add_argument(
         "--only", action="append", help="run only servers whose name starts with this"
     )
@@ -396,6 +494,7 @@ def main() -> int:
             scripts[label] = script
         results: dict[tuple[str, str], list[Sample]] = {}
         capture: dict[str, list[CaptureRound]] = {}
+        twins: dict[str, list[TwinPhase]] = {}
         all_servers = [
             s
             for s in servers(work, model_file, tarball, digest)
@@ -435,8 +534,22 @@ def main() -> int:
                     connections=args.connections,
                     order=order,
                 )
+            twin = twin_of(ours, work)
+            twin_pid = stack.enter_context(running(twin, work)).pid
+            check(twin, bodies["100 rows"])
+            for label, script in scripts.items():
+                print(f"capture in twins, {label}, {args.twin_seconds} s", file=sys.stderr)
+                twins[label] = twin_phases(
+                    [ours, twin],
+                    [processes[ours.name].pid, twin_pid],
+                    script,
+                    [capture_log(work), capture_log(work, twin.name)],
+                    seconds=args.twin_seconds,
+                    connections=args.connections,
+                    order=order,
+                )
         report(results, [s.name for s in all_servers], list(scripts), args)
-        report_capture(capture)
+        report_capture(capture, twins)
     return 0
 
 
@@ -466,28 +579,66 @@ def report(results: dict[tuple[str, str], list[Sample]], names: list[str], label
             )
 
 
-def report_capture(capture: dict[str, list[CaptureRound]]) -> None:
-    def quartiles(values: list[float], unit: str = "x", scale: float = 1.0) -> str:
-        low, middle, high = (q * scale for q in statistics.quantiles(values, n=4))
-        if unit == "x":
-            return f"x{middle:.3f} ({low:.3f}-{high:.3f})"
-        return f"{middle:.1f}{unit} ({low:.1f}-{high:.1f})"
+def pooled(rounds: list[CaptureRound], a: str, b: str) -> tuple[float, float, float]:
+    """Throughput in phase a over throughput in phase b, all rounds pooled (requests over
+    seconds), with a 95% bootstrap interval over rounds. Pooling weighs every second
+    alike; a median of per-round ratios is noisier, and biased upwards by the noise."""
+    served = np.array([[r.served[a], r.served[b]] for r in rounds])
+    seconds = np.array([[r.seconds[a], r.seconds[b]] for r in rounds])
+    picks = np.random.default_rng(0).integers(0, len(rounds), (2000, len(rounds)))
+    rates = served[picks].sum(axis=1) / seconds[picks].sum(axis=1)
+    low, high = np.quantile(rates[:, 0] / rates[:, 1], [0.025, 0.975])
+    total = served.sum(axis=0) / seconds.sum(axis=0)
+    return float(total[0] / total[1]), float(low), float(high)
+
+
+def twin_ratio(phases: list[TwinPhase]) -> tuple[float, float, float]:
+    """Throughput with capture on over off, from the twins, with a 95% bootstrap interval
+    over phases. In each arrangement (capture on in twin 0, or in twin 1), twin 0's CPU
+    per request over twin 1's is pooled over its phases. The machine's speed, which the
+    twins share, cancels in each ratio, and the twins' own difference in the ratio of
+    the two (whose square root is the cost)."""
+    served = np.array([p.served for p in phases])
+    cpu = np.array([p.cpu for p in phases])
+    groups = [np.flatnonzero([p.on == twin for p in phases]) for twin in (0, 1)]
+
+    def ratio(first: npt.NDArray[np.intp], second: npt.NDArray[np.intp]) -> float:
+        a, b = (cpu[g].sum(axis=0) / served[g].sum(axis=0) for g in (first, second))
+        return float(np.sqrt((b[0] / b[1]) / (a[0] / a[1])))
+
+    rng = np.random.default_rng(0)
+    spread = [ratio(*(g[rng.integers(0, len(g), len(g))] for g in groups)) for _ in range(2000)]
+    low, high = np.quantile(spread, [0.025, 0.975])
+    return ratio(*groups), float(low), float(high)
+
+
+def report_capture(
+    capture: dict[str, list[CaptureRound]], twins: dict[str, list[TwinPhase]]
+) -> None:
+    def ratio(a: str, b: str, rounds: list[CaptureRound]) -> str:
+        middle, low, high = pooled(rounds, a, b)
+        return f"x{middle:.3f} ({low:.3f}-{high:.3f})"
 
     print(
-        f"\ncapture at sample rate 1.0: one mlops-serve process, switched every {PHASE_SECONDS} s"
-        " under load; medians over rounds (quartiles)\n"
+        f"\ncapture at sample rate 1.0, throughput on / off with 95% bootstrap intervals."
+        f" One process: one mlops-serve under one wrk run, switched every"
+        f" {SETTLE_SECONDS + PHASE_SECONDS:.1f} s and measured after {SETTLE_SECONDS} s,"
+        f" rounds pooled. Twins: two mlops-serve on CPU {SERVER_CPU}, taking turns every"
+        f" {TWIN_SLICE_SECONDS * 1000:.0f} ms, capture on in one and off in the other,"
+        f" crossing over every {PHASE_SECONDS:.0f} s; CPU per request\n"
     )
     print(
-        "| payload | rounds | throughput on / off | on / on again (the method's spread)"
-        " | capture's share of the server's CPU, timed inside it |"
+        "| payload | rounds | one process: on / off | one process: on / on again (its spread)"
+        " | capture's share of the CPU, timed inside | twins: phases | twins: on / off |"
     )
-    print("|---|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for label, rounds in capture.items():
+        share = sum(r.spent["on"] for r in rounds) / sum(r.cpu["on"] for r in rounds)
+        middle, low, high = twin_ratio(twins[label])
         print(
-            f"| {label} | {len(rounds)}"
-            f" | {quartiles([r.rps['on'] / r.rps['off'] for r in rounds])}"
-            f" | {quartiles([r.rps['on'] / r.rps['on again'] for r in rounds])}"
-            f" | {quartiles([r.share['on'] for r in rounds if 'on' in r.share], '%', 100)} |"
+            f"| {label} | {len(rounds)} | {ratio('on', 'off', rounds)}"
+            f" | {ratio('on', 'on again', rounds)} | {share:.1%}"
+            f" | {len(twins[label])} | x{middle:.3f} ({low:.3f}-{high:.3f}) |"
         )
 
 

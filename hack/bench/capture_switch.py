@@ -9,13 +9,13 @@ median of 20 short rounds. So the benchmark measures capture in one process,
 switched off and on under load. The switch sets the sample rate: off, each request
 draws one random number and records nothing.
 
-Throughput still varies by 10-15% from one half second to the next on a shared
-machine, so the switch also times capture from inside: the wall time spent in
-Capture.record (two clock reads per request), which is all of capture's work on the
-request path. At every switch it appends to LOG the process's CPU seconds so far
-and the seconds spent in record so far; their ratio over a phase is capture's share
-of the server's CPU, and both sides of it see the same machine. Only the benchmark
-uses this.
+Each phase is timed and counted by the server itself: at every switch it appends to
+LOG its monotonic clock, the requests it has seen (calls to Capture.sampled, one per
+request whether capture is on or off), its CPU seconds so far, and the seconds spent
+in Capture.record so far (two clock reads per request: all of capture's work on the
+request path). A client that counts requests through /metrics instead times each
+phase with that request's own latency, tens of milliseconds under load, which is
+several percent of a half-second phase. Only the benchmark uses this.
 """
 
 import signal
@@ -33,7 +33,9 @@ from mlops_serving import capture, serve
 captures: list[capture.Capture] = []
 construct = capture.Capture.__init__
 record = capture.Capture.record
+sampled = capture.Capture.sampled
 spent = [0.0]
+requests = [0]
 
 
 def remember(self: capture.Capture, *args: Any, **kwargs: Any) -> None:
@@ -47,12 +49,17 @@ def timed(self: capture.Capture, rows: npt.NDArray[Any], predictions: Any) -> No
     spent[0] += time.perf_counter() - start
 
 
+def counted(self: capture.Capture) -> bool:
+    requests[0] += 1
+    return sampled(self)
+
+
 def switch(rate: float, log: Path) -> Callable[[int, FrameType | None], None]:
     def handler(_signal: int, _frame: FrameType | None) -> None:
         for each in captures:
             each.sample_rate = rate
         with log.open("a") as out:
-            out.write(f"{time.process_time()} {spent[0]}\n")
+            out.write(f"{time.monotonic()} {requests[0]} {time.process_time()} {spent[0]}\n")
 
     return handler
 
@@ -60,6 +67,7 @@ def switch(rate: float, log: Path) -> Callable[[int, FrameType | None], None]:
 if __name__ == "__main__":
     capture.Capture.__init__ = remember  # type: ignore[method-assign]
     capture.Capture.record = timed  # type: ignore[method-assign]
+    capture.Capture.sampled = counted  # type: ignore[method-assign]
     signal.signal(signal.SIGUSR1, switch(0.0, Path(sys.argv[1])))
     signal.signal(signal.SIGUSR2, switch(1.0, Path(sys.argv[1])))
     sys.exit(serve.main([]))
