@@ -9,19 +9,26 @@ runs every server once, in a shuffled order; the table shows medians over rounds
 The ratios are medians of the ratios within each round, which cancels the slow
 drift of a shared machine's speed better than a ratio of medians.
 
-Capture's cost is measured in the same mlops-serve process, switched off and on
-(bench/capture_switch.py) while one wrk run loads it, and timed and counted by the
-server itself. Each round runs capture on, off, and on again, a second each, in a
-shuffled order. "on / off" is the cost; "on / on again" shows the method's own
-spread, which a cost must stand clear of. A shared VM's speed varies by about 13%
-from one half second to the next, and by about 3% over 5 s (about as 1/sqrt(time)),
-so the ratios pool every round's requests and seconds, with a bootstrap interval
-over rounds, and need minutes of rounds to resolve a cost of a few percent. The
-share of the server's CPU spent in capture, timed inside the server, is the figure
-that both sides of a noisy machine cancel out of.
+Capture's cost (at a sample rate of 1.0) is measured two ways, each timed and
+counted by the servers themselves (bench/capture_switch.py), with 95% bootstrap
+intervals. A shared VM's speed swings by about 13% from one half second to the
+next, more than the cost, so neither compares separate runs:
+- One process under one wrk run, switched every 50 ms through rounds of capture
+  on, off, and on again, in a shuffled order. "on / off" is the cost; "on / on
+  again" shows the method's own spread. Adjacent 50 ms phases share the slow
+  swings, which 1 s phases did not (about 3 times the spread).
+- Twins: two identical mlops-serve processes on one CPU, each loaded by its own
+  wrk, taking turns every 20 ms, with capture on in one and off in the other,
+  crossing over every second. Each twin's CPU per request over the other's
+  cancels the machine's speed, which they share; the crossover cancels their own
+  difference. Its spread is about a third of the single process's, per second
+  measured. Taking turns also shares the CPU's caches, which hides some of what
+  capture's buffers cost the requests around them in a process alone.
+The share of the server's CPU spent in Capture.record, timed inside it, is shown
+too: capture's direct cost, without what it does to the caches.
 
     python hack/bench_serving.py [--seconds 3] [--repeats 9] [--connections 8]
-                                 [--capture-seconds 180]
+                                 [--capture-seconds 180] [--twin-seconds 120]
 
 Peers are installed from PyPI into virtual environments under
 ~/.cache/mlops-operator/bench (MLOPS_CACHE_DIR) on first use. Needs wrk
@@ -69,7 +76,11 @@ PEER_PACKAGES = {
 SERVER_CPU, LOAD_CPU = "0", "1"
 CAPTURE_PHASES = {"on": signal.SIGUSR2, "off": signal.SIGUSR1, "on again": signal.SIGUSR2}
 """Phases of a capture round, and the signal that sets bench/capture_switch.py for each."""
+SWITCH_SECONDS = 0.05
+"""Length of one process's capture phases: adjacent phases share the machine's slow
+swings in speed, which 1 s phases did not (about 3 times the spread)."""
 PHASE_SECONDS, SETTLE_SECONDS = 1.0, 0.1
+"""The twins' phases, and the time each is left to settle before it is measured."""
 TWIN_SLICE_SECONDS = 0.02
 """How long each of the two twins runs alone on the CPU before the other's turn."""
 
@@ -325,9 +336,11 @@ def capture_rounds(
     connections: int,
     order: random.Random,
 ) -> list[CaptureRound]:
-    """mlops-serve switched through the phases of each round, under one wrk run. Each
-    phase is switched to, left to settle, marked, and measured from the mark to the
-    next switch, on the server's own clocks and counters (bench/capture_switch.py)."""
+    """mlops-serve switched through the phases of each round, under one wrk run, each
+    measured from its switch to the next on the server's own clocks and counters
+    (bench/capture_switch.py). Its first requests may have started in the phase
+    before; with about 40 requests a phase, leaving out its first 5 or 10 did not
+    change the figure."""
     logged = lines(log)
     load = subprocess.Popen(
         wrk_command(server.infer_url, script, seconds + 10, connections),
@@ -342,31 +355,29 @@ def capture_rounds(
             for phase in order.sample(list(CAPTURE_PHASES), len(CAPTURE_PHASES)):
                 phases.append((rounds[-1], phase))
                 os.kill(pid, CAPTURE_PHASES[phase])
-                time.sleep(SETTLE_SECONDS)
-                os.kill(pid, CAPTURE_PHASES[phase])
-                time.sleep(PHASE_SECONDS)
+                time.sleep(SWITCH_SECONDS)
         os.kill(pid, CAPTURE_PHASES["on"])  # ends the last phase
         time.sleep(SETTLE_SECONDS)
     finally:
         load.terminate()
         load.wait()
-    marks = phase_marks(log, logged, len(phases))
+    marks = phase_marks(log, logged, len(phases), 1)
     for (each, phase), (served, elapsed, cpu, spent) in zip(phases, marks, strict=True):
         each.served[phase], each.seconds[phase] = served, elapsed
         each.cpu[phase], each.spent[phase] = cpu, spent
     return rounds
 
 
-def phase_marks(log: Path, logged: int, phases: int) -> list[list[float]]:
+def phase_marks(log: Path, logged: int, phases: int, per_phase: int) -> list[list[float]]:
     """Per phase, from the marks bench/capture_switch.py logged after line `logged`:
-    requests served, seconds, CPU seconds and seconds in capture. A phase is marked
-    once it has settled, and ends at the next phase's switch."""
-    marks = np.array(
-        [[float(v) for v in line.split()] for line in log.read_text().splitlines()[logged:]]
-    )
-    if len(marks) != 2 * phases + 1:
+    requests served, seconds, CPU seconds and seconds in capture. Each phase has
+    `per_phase` marks (its switch, and one once it has settled), and ends at the
+    next phase's switch."""
+    marks = np.loadtxt(log.read_text().splitlines()[logged:], ndmin=2)
+    if len(marks) != per_phase * phases + 1:
         raise RuntimeError(f"{len(marks)} marks logged for {phases} phases in {log}")
-    clock, served, cpu, spent = (marks[2::2] - marks[1:-1:2]).T
+    start, end = marks[per_phase - 1 : -1 : per_phase], marks[per_phase::per_phase]
+    clock, served, cpu, spent = (end - start).T
     phase: list[list[float]] = np.column_stack([served, clock, cpu, spent]).tolist()
     return phase
 
@@ -438,7 +449,7 @@ def twin_phases(
         for load in loads:
             load.terminate()
             load.wait()
-    marks = [phase_marks(log, start, len(plan)) for log, start in zip(logs, logged, strict=True)]
+    marks = [phase_marks(log, start, len(plan), 2) for log, start in zip(logs, logged, strict=True)]
     return [
         TwinPhase(on, [m[i][0] for m in marks], [m[i][2] for m in marks])
         for i, on in enumerate(plan)
@@ -622,8 +633,8 @@ def report_capture(
     print(
         f"\ncapture at sample rate 1.0, throughput on / off with 95% bootstrap intervals."
         f" One process: one mlops-serve under one wrk run, switched every"
-        f" {SETTLE_SECONDS + PHASE_SECONDS:.1f} s and measured after {SETTLE_SECONDS} s,"
-        f" rounds pooled. Twins: two mlops-serve on CPU {SERVER_CPU}, taking turns every"
+        f" {SWITCH_SECONDS * 1000:.0f} ms, rounds pooled. Twins: two mlops-serve on CPU"
+        f" {SERVER_CPU}, taking turns every"
         f" {TWIN_SLICE_SECONDS * 1000:.0f} ms, capture on in one and off in the other,"
         f" crossing over every {PHASE_SECONDS:.0f} s; CPU per request\n"
     )
