@@ -13,9 +13,10 @@ Each phase is timed and counted by the server itself: at every switch it appends
 LOG its monotonic clock, the requests it has seen (calls to Capture.sampled, one per
 request whether capture is on or off), its CPU seconds so far, and the seconds spent
 in Capture.record so far (two clock reads per request: all of capture's work on the
-request path). A client that counts requests through /metrics instead times each
-phase with that request's own latency, tens of milliseconds under load, which is
-several percent of a half-second phase. Only the benchmark uses this.
+request path but the sample draw and a counter). A client that counts requests
+through /metrics instead times each phase with that request's own latency, tens of
+milliseconds under load, which is several percent of a half-second phase. Only the
+benchmark uses this.
 """
 
 import signal
