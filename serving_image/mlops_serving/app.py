@@ -539,15 +539,12 @@ def _info_routes(app: FastAPI, h: Handlers) -> None:
         feature and for predictions, and a reservoir of raw rows (mlops_serving.capture)."""
         if refused := h.not_ready():
             return refused
-        shared = state.capture
-        after = shared.after(since)
-        own = shared.capture.copies(after)  # on the loop, which alone records
+        view = state.capture.reader(since)
 
-        def answer() -> Response:  # a full retention is tens of MB of JSON: not on the loop
-            view = shared.view(own, after)
+        def answer() -> Response:
             return _json(
                 {"model": state.name, "version": state.version, "track": state.settings.track}
-                | view
+                | view()
             )
 
         return await run_in_threadpool(answer)

@@ -387,8 +387,15 @@ class SharedCapture:
         return oldest if since is None else max(since, oldest)
 
     def read(self, since: float | None = None) -> dict[str, Any]:
+        return self.reader(since)()
+
+    def reader(self, since: float | None) -> Callable[[], dict[str, Any]]:
+        """Takes this worker's windows now, on the event loop that alone records; the
+        call returned builds the view (tens of MB of JSON for a full retention), and may
+        run in a thread."""
         after = self.after(since)
-        return self.view(self.capture.copies(after), after)
+        own = self.capture.copies(after)
+        return lambda: self.view(own, after)
 
     def view(self, own: list[Window], after: float) -> dict[str, Any]:
         """This worker's windows (copies) and its siblings' that end after `after`, merged.
