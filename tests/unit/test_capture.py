@@ -149,11 +149,14 @@ def test_numeric_counts_match_the_profile_bins_exactly(width: int, dtype: str) -
     assert len(numeric) == width
     if width > 1:
         assert len(numeric[-1].edges) < len(numeric[0].edges)
-    capture = Capture(profile, sample_rate=1.0, window_seconds=60, windows=1, reservoir=0)
+    capture = Capture(
+        profile, sample_rate=1.0, window_seconds=60, windows=1, reservoir=0, clock=lambda: 0.0
+    )
     batches = []
-    for size in (1, 7, 100, 1500, 3, 2500, *[90] * 12, 2100):
+    full = capture.buffer_rows
+    for size in (1, 7, 100, 1500, 3, 2500, *[90] * 12, full):
         batch = rng.gamma(2.0, 1.5, (size, width)).round(1).astype(dtype)
-        if size == 2100:  # above every edge: every byte lane counts as far as it can
+        if size == full:  # above every edge: every byte lane counts as far as it can
             batch[:] = 1e6
         batch[0] = [f.edges[size % len(f.edges)] for f in numeric]
         if dtype == "object":
@@ -195,7 +198,13 @@ def test_reservoir_keeps_every_row_with_equal_chance() -> None:
     kept_by_tenth = np.zeros(10, np.int64)
     for seed in range(400):
         capture = Capture(
-            profile, sample_rate=1.0, window_seconds=60, windows=1, reservoir=10, seed=seed
+            profile,
+            sample_rate=1.0,
+            window_seconds=60,
+            windows=1,
+            reservoir=10,
+            clock=lambda: 0.0,
+            seed=seed,
         )
         sizes = np.random.default_rng(seed).integers(1, 97, 40)
         start = 0
