@@ -5,9 +5,10 @@
 
 Capture's cost is a few percent, and two server processes differ by about as much
 from each other: an identical twin of one served 1.04 times its throughput, as a
-median of 20 short rounds. So the benchmark measures capture in one process,
-switched off and on under load. The switch sets the sample rate: off, each request
-draws one random number and records nothing.
+median of 20 short rounds. So the benchmark never compares two servers as they
+are: it switches capture off and on within one process under load, and between two
+twins it crosses capture over from one to the other. The switch sets the sample
+rate: off, each request draws one random number and records nothing.
 
 Each phase is timed and counted by the server itself: at every switch it appends to
 LOG its monotonic clock, the requests it has seen (calls to Capture.sampled, one per
