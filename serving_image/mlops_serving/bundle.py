@@ -21,7 +21,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, Field
 
 from .digest import file_digest, verify_file
-from .profile import Profile, build_profile
+from .profile import NUMERIC_BINS, SAMPLE_SIZE, Profile, build_profile
 
 MANIFEST = "bundle.json"
 PROFILE = "profile.json"
@@ -155,11 +155,15 @@ def build(
     format: Format | None = None,
     lineage: Lineage | None = None,
     tarball: bool | None = None,
+    profile_bins: int = NUMERIC_BINS,
+    profile_sample: int = SAMPLE_SIZE,
 ) -> Path:
     """Write a bundle for `model` with the profile of `reference` (and of its predictions).
 
     `model` is a fitted scikit-learn estimator, a torch module, or a path to an
     ONNX file. `out` ending in .tar.gz (or `tarball=True`) writes a tarball.
+    `profile_bins` and `profile_sample` size each numeric feature's reference in
+    profile.json (see profile.py).
     """
     from .loaders import save_model  # noqa: PLC0415 - loaders import heavy frameworks lazily
 
@@ -174,7 +178,7 @@ def build(
         loaded, libraries = save_model(model, framework, chosen, staging / model_file, features)
         outputs = loaded.predict(features)
         prediction = outputs.primary
-        profile = build_profile(columns, prediction)
+        profile = build_profile(columns, prediction, bins=profile_bins, sample_size=profile_sample)
         (staging / PROFILE).write_text(profile.model_dump_json())
         manifest = Manifest(
             name=name,

@@ -16,6 +16,7 @@ import yaml
 
 from .bundle import BundleError, Lineage, build, open_bundle, read_reference, unpack
 from .digest import file_digest
+from .profile import NUMERIC_BINS, SAMPLE_SIZE
 
 MLFLOW_FLAVORS = {"sklearn": "sklearn", "pytorch": "pytorch", "onnx": "onnx"}
 
@@ -121,6 +122,18 @@ def _common_build_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", help="serialization: joblib, pickle, skops, torchscript, torch-export, onnx"
     )
+    parser.add_argument(
+        "--profile-bins",
+        type=int,
+        default=NUMERIC_BINS,
+        help=f"quantile bins per numeric feature in profile.json (default {NUMERIC_BINS})",
+    )
+    parser.add_argument(
+        "--profile-sample",
+        type=int,
+        default=SAMPLE_SIZE,
+        help=f"sorted reference values kept per numeric feature (default {SAMPLE_SIZE})",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             framework=framework,  # type: ignore[arg-type]
             format=args.format,
             lineage=lineage,
+            profile_bins=args.profile_bins,
+            profile_sample=args.profile_sample,
         )
     except (BundleError, OSError, ValueError) as error:
         print(f"mlops-bundle: {error}", file=sys.stderr)

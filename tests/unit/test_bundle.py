@@ -71,8 +71,12 @@ def test_profile_of_numeric_and_categorical_features(tmp_path: Path) -> None:
     assert len(size.edges) == 9
     assert sum(size.counts) == 5000
     assert max(size.counts) - min(size.counts) <= 2  # quantile bins hold equal shares
-    assert len(size.sample) == 1000
-    assert size.sample == sorted(size.sample)
+    assert size.sample == sorted(numeric.tolist())  # up to SAMPLE_SIZE, every value
+    assert size.distinct == 5000
+    (finer,) = build_profile({"size": numeric}, bins=20, sample_size=300).features
+    assert len(finer.edges) == 19
+    assert len(finer.sample) == 300
+    assert finer.sample == sorted(finer.sample)
     assert size.mean == pytest.approx(10, abs=0.1)
     assert colour.kind == "categorical"
     assert colour.categories == ["red", "green", "blue"]
