@@ -155,6 +155,36 @@ def secret_value(namespace: str, name: str, key: str) -> str:
     return base64.b64decode(data).decode()
 
 
+def ready_pod_ips(namespace: str, selector: str) -> list[str]:
+    """The pod IPs of the Ready pods that match a label selector."""
+    pods = client.CoreV1Api(api_client()).list_namespaced_pod(namespace, label_selector=selector)
+    return [
+        pod.status.pod_ip
+        for pod in pods.items
+        if pod.status
+        and pod.status.pod_ip
+        and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+    ]
+
+
+def list_jobs(namespace: str, selector: str) -> list[Object]:
+    listed = _call(
+        "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs", query=[("labelSelector", selector)]
+    )
+    return list(listed.get("items", []))
+
+
+CREATED_KINDS = {"Job": "/apis/batch/v1", "ConfigMap": "/api/v1"}
+
+
+def create(kind: str, obj: Object) -> Object:
+    """Create an object the operator makes once and never updates (a retraining Job)."""
+    plural = f"{kind.lower()}s"
+    path = f"{CREATED_KINDS[kind]}/namespaces/{obj['metadata']['namespace']}/{plural}"
+    created: Object = _call("POST", path, body=obj, query=[("fieldManager", FIELD_MANAGER)])
+    return created
+
+
 def custom_objects() -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api_client())
 

@@ -1,12 +1,14 @@
 """kopf entry module: the handlers, each a few lines that delegate.
 
 Read it as a table of contents: what the operator reacts to, and where the
-work for each resource lives (modelversion.py, modeldeployment.py, approval.py).
+work for each resource lives (modelversion.py, modeldeployment.py, driftmonitor.py,
+approval.py).
 """
 
 import asyncio
 import logging
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,16 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from mlops_operator import approval, kube, modeldeployment, modelversion, retry, webhook
+from mlops_operator import (
+    approval,
+    driftmonitor,
+    kube,
+    modeldeployment,
+    modelversion,
+    retry,
+    timers,
+    webhook,
+)
 from mlops_operator.builders import ResolvedVersion
 from mlops_operator.conditions import Reporter
 from mlops_operator.constants import (
@@ -26,13 +37,14 @@ from mlops_operator.constants import (
     MANAGED_BY,
     VERSION,
 )
-from mlops_operator.metrics import reconciling
+from mlops_operator.metrics import DRIFT, reconciling
 from mlops_operator.settings import OperatorSettings
 
 SETTINGS = OperatorSettings()
 CHANGES = kube.ChangeFilter()
 MV = (GROUP, VERSION, "modelversions")
 MDEP = (GROUP, VERSION, "modeldeployments")
+DM = (GROUP, VERSION, driftmonitor.PLURAL)
 CHILDREN = {LABEL_MANAGED_BY: MANAGED_BY}
 Body = Any
 Log = logging.Logger | logging.LoggerAdapter[Any]
@@ -46,12 +58,36 @@ def _reconcile_latest(key: retry.Key, logger: Log) -> None:
         return
     if plural == "modelversions":
         _model_version("MODIFIED", obj, modelversion.change_key(obj), logger)
-    else:
+    elif plural == modeldeployment.PLURAL:
         _model_deployment(obj, logger)
         CHANGES.handled(obj, obj["metadata"].get("generation"))
+    else:
+        raise ValueError(f"no reconcile for {plural}")
 
 
 RETRIES = retry.Retries(_reconcile_latest)
+LOG = logging.getLogger("mlops_operator")
+
+
+def _run_monitor(key: retry.Key) -> float | None:
+    """Run one DriftMonitor if it is due; the seconds until its next run."""
+    plural, namespace, name = key
+    dm = kube.read_custom(plural, namespace, name)
+    if dm is None or dm["metadata"].get("deletionTimestamp"):
+        return None
+    wait = driftmonitor.due_in(dm, time.time())
+    if wait != 0:
+        return wait
+    with kube.object_lock(namespace, f"{plural}/{name}"), reconciling("DriftMonitor"):
+        driftmonitor.Monitor(dm, SETTINGS, reporter(dm, LOG), _post_webhook).run(time.time())
+    return driftmonitor.seconds(dm["spec"].get("interval", "5m"))
+
+
+def _post_webhook(url: str, body: bytes, headers: dict[str, str]) -> None:
+    driftmonitor.post_with_retries(url, body, headers, LOG.warning)
+
+
+TIMERS = timers.Timers(_run_monitor, LOG)
 
 
 def reporter(body: Body, logger: Log) -> Reporter:
@@ -185,6 +221,19 @@ def _model_deployment(body: Body, logger: Log) -> None:
         modeldeployment.reconcile(body, SETTINGS, reporter(body, logger))
 
 
+@kopf.on.event(*DM)
+async def drift_monitor(type: str | None, body: Body, **_: Any) -> None:
+    """Plan the monitor's next run from its status: now, after its interval, or not
+    while suspended. The runs themselves are the timer loop's (start_background)."""
+    meta = body["metadata"]
+    key = (driftmonitor.PLURAL, meta["namespace"], meta["name"])
+    if type == "DELETED":
+        TIMERS.plan(key, None)
+        DRIFT.forget(meta["namespace"], meta["name"])
+        return
+    TIMERS.plan(key, driftmonitor.due_in(dict(body), time.time()))
+
+
 @kopf.on.event("apps", "v1", "deployments", labels=CHILDREN)
 @kopf.on.event("", "v1", "services", labels=CHILDREN)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=CHILDREN)
@@ -222,14 +271,19 @@ def _record_verdict(namespace: str, verdict: modelversion.PodVerdict, logger: Lo
 
 @kopf.on.startup()
 async def start_background(memo: kopf.Memo, logger: Log, **_: Any) -> None:
-    """The periodic resync (the safety net for missed events) and the status writer.
+    """The periodic resync (the safety net for missed events), the status writer, and
+    the DriftMonitors' timers.
 
     Handlers are async: events that need no API call (echoes, child status) are
     handled on the event loop, and the blocking work goes to one bounded pool.
     """
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(kube.WORKERS, thread_name_prefix="mlops"))
-    memo["tasks"] = [loop.create_task(_resync(logger)), loop.create_task(_write_statuses(logger))]
+    memo["tasks"] = [
+        loop.create_task(_resync(logger)),
+        loop.create_task(_write_statuses(logger)),
+        loop.create_task(TIMERS.loop()),
+    ]
 
 
 @kopf.on.cleanup()

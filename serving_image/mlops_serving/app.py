@@ -533,6 +533,20 @@ def _info_routes(app: FastAPI, h: Handlers) -> None:
         body = state.metrics.exposition() if state.ready else b""
         return Response(body, media_type="text/plain; version=0.0.4")
 
+    @app.get("/v2/profile")
+    async def profile(request: Request) -> Response:
+        """The bundle's reference profile (profile.json), what captured traffic is
+        compared with: DriftMonitor reads it here, so that it needs no access to the
+        artifact. It describes the training data, so it needs the token when one is set."""
+        if refused := h.not_ready():
+            return refused
+        try:
+            h.authorize(request)
+        except RequestError as error:
+            return _error(error.status, error.message, field=error.field)
+        assert state.bundle is not None  # noqa: S101 - ready means loaded
+        return _json(state.bundle.profile.model_dump(exclude_none=True))
+
     @app.get("/v2/capture")
     async def capture(since: float | None = None) -> Response:
         """Captured traffic binned on the reference profile: per window, counts per

@@ -61,16 +61,15 @@ def test_ks_and_wasserstein_equal_scipy(n: int, m: int, kind: str, shift: float)
     assert drift_stats.wasserstein(ordered_ref, ordered_cur) == pytest.approx(distance, rel=1e-9)
 
 
-def test_smirnov_tail_equals_scipy_where_it_is_used() -> None:
+def test_kolmogorov_tail_equals_scipy_in_every_regime() -> None:
+    """Sizes and statistics that reach each of scipy's methods: the Smirnov tail, the
+    Pelz-Good series, the Durbin matrix and the closed forms at both ends."""
     rng = np.random.default_rng(3)
-    checked = 0
-    for _ in range(300):
-        n = int(rng.integers(141, 50_000))
-        x = math.sqrt(rng.uniform(2.2, 370) / n)
-        if drift_stats._smirnov_regime(n, x):
-            assert drift_stats.smirnov(n, x) == pytest.approx(scipy.special.smirnov(n, x), abs=1e-9)
-            checked += 1
-    assert checked > 250
+    for _ in range(150):
+        n = int(rng.choice([150, 2000, 9091, 150_000]))
+        x = math.sqrt(rng.uniform(0.001, 400) / n)
+        expected = float(scipy.stats.kstwo.sf(x, n))
+        assert drift_stats.kolmogorov_sf(n, x) == pytest.approx(expected, abs=1e-9)
 
 
 @pytest.mark.parametrize(

@@ -296,6 +296,20 @@ async def test_capture_endpoint_bins_traffic_on_the_profile(
     assert window["prediction"] == profile.prediction.counts
 
 
+async def test_profile_route_serves_the_bundles_profile_behind_the_token(
+    client_for: ClientFactory, iris_bundle: BuiltBundle, tmp_path: Path
+) -> None:
+    _, profile = open_bundle(unpack(iris_bundle.path, tmp_path / "unpacked"))
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    async with client_for(auth_token_file=token_file) as client:
+        denied = await client.get("/v2/profile")
+        served = await client.get("/v2/profile", headers={"Authorization": "Bearer s3cret"})
+    assert (denied.status_code, denied.json()["field"]) == (401, "authorization")
+    assert served.status_code == 200
+    assert type(profile).model_validate(served.json()) == profile
+
+
 async def test_sampling_zero_captures_nothing(client_for: ClientFactory) -> None:
     async with client_for(capture_sample_rate=0.0) as client:
         await client.post("/predict", json={"features": SETOSA})

@@ -49,6 +49,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+# DriftMonitor retraining: a Job and the ConfigMap with its report, created once.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [list, create]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [create]
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]

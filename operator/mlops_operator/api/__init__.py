@@ -87,8 +87,10 @@ DRIFT_MONITOR = Resource(
     status=DriftMonitorStatus,
     columns=(
         PrinterColumn("Deployment", "string", ".spec.deploymentRef.name", "Watched deployment"),
+        PrinterColumn("Track", "string", ".spec.track", "Watched track"),
         PrinterColumn("Drift", "boolean", ".status.datasetDrift", "Dataset drift detected"),
         PrinterColumn("Share", "number", ".status.driftShare", "Share of drifted features"),
+        PrinterColumn("Drifted", "integer", ".status.driftedFeatures", "Drifted features"),
         PrinterColumn("Samples", "integer", ".status.samples", "Rows in the last window"),
         PrinterColumn("Last Run", "date", ".status.lastRun", "Time since the last run"),
         AGE,

@@ -33,9 +33,10 @@ class Window(ApiModel):
     """How much recent traffic each run compares with the reference."""
 
     duration: Duration = "1h"
-    """Look-back window."""
+    """Look-back window: the captured windows that end within it."""
     min_samples: Annotated[int, Field(ge=1, le=10_000_000)] = 500
-    """Rows needed before drift is judged; with fewer the run is skipped and says so."""
+    """Rows needed before drift is judged; with fewer the run judges nothing and says so
+    (condition DriftDetected Unknown, reason InsufficientData)."""
 
 
 class Source(ApiModel):
@@ -51,10 +52,11 @@ class Source(ApiModel):
     )
 
     type: Literal["pods", "prometheus", "url"] = "pods"
-    """pods: the serving pods' capture endpoint; prometheus: capture histograms in Prometheus;
-    url: a capture endpoint at an explicit address."""
+    """pods: GET /v2/capture and /v2/profile of every Ready pod of the track, at its pod
+    IP, merged; url: the same routes of one serving endpoint at an explicit address;
+    prometheus: not implemented yet (the monitor says so in its Ready condition)."""
     url: HttpUrl | None = None
-    """Prometheus base URL or capture endpoint URL."""
+    """Serving endpoint base URL (e.g. http://iris.models:8080), or its /v2/capture URL."""
     query: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
     """PromQL selector for the capture histograms (type prometheus)."""
 
@@ -75,10 +77,15 @@ class Tests(ApiModel):
     """Which tests judge drift."""
 
     method: Method = "auto"
-    """Default method. auto: KS for numeric features (chi-square for small samples of
-    categorical ones) below 1000 reference rows, Wasserstein/Jensen-Shannon distances above."""
+    """Default method. auto follows Evidently's documented rule: with at most 1000
+    reference rows, KS for numeric features with more than 5 distinct values and
+    chi-square for the others (categorical, or numeric with few values); above 1000
+    rows, the normed Wasserstein distance and the Jensen-Shannon distance instead.
+    Predictions are captured as bin counts only, so their tests are the binned ones."""
     threshold: Annotated[float, Field(ge=0)] | None = None
-    """Default threshold; each method has its own default when unset."""
+    """Default threshold; unset, each method's own: 0.05 for the p-values of ks and
+    chi2, 0.1 for the psi, wasserstein (normed by the reference's standard deviation)
+    and jensenshannon (natural logarithm) distances."""
     features: Annotated[
         list[FeatureTest],
         Field(
@@ -107,9 +114,10 @@ class Webhook(ApiModel):
     """POST a JSON drift report."""
 
     url: HttpUrl
-    """Receiver."""
+    """Receiver, sent the report when dataset drift appears and when it clears."""
     secret_ref: SecretKeyRef | None = None
-    """Bearer token sent in the Authorization header."""
+    """HMAC-SHA256 key: the body is signed as "<timestamp>.<body>", the hex digest sent
+    in X-Mlops-Signature-256 ("sha256=...") and the Unix time in X-Mlops-Timestamp."""
 
 
 class Retrain(ApiModel):
@@ -196,6 +204,17 @@ class FeatureResult(ApiModel):
     """Whether the feature drifted."""
 
 
+class RetrainStatus(ApiModel):
+    """The last retraining Job this monitor started."""
+
+    job: ObjectName
+    """Job name."""
+    started: Timestamp
+    """When it was created."""
+    outcome: Literal["Running", "Succeeded", "Failed"] = "Running"
+    """Its state when the monitor last looked."""
+
+
 class RunSummary(ApiModel):
     """One past run."""
 
@@ -220,6 +239,8 @@ class DriftMonitorStatus(ApiModel):
     """Whether the share of drifted features reached spec.driftShare."""
     drift_share: Annotated[float, Field(ge=0, le=1)] | None = None
     """Share of drifted features."""
+    drifted_features: Annotated[int, Field(ge=0)] | None = None
+    """How many features drifted."""
     features: Annotated[list[FeatureResult], Field(max_length=256)] = []
     """Per-feature verdicts, drifted first (bounded)."""
     prediction: FeatureResult | None = None
@@ -228,6 +249,8 @@ class DriftMonitorStatus(ApiModel):
     """Recent runs (bounded, newest last)."""
     message: LongText | None = None
     """Why the last run ended as it did."""
+    retrain: RetrainStatus | None = None
+    """The last retraining Job."""
     conditions: Conditions = []
     """Ready, DriftDetected."""
     observed_generation: Annotated[int, Field(ge=0)] | None = None

@@ -1,0 +1,527 @@
+"""DriftMonitor reconcile: on its interval, read the track's captured traffic and its
+reference profile, run the drift engine, write the verdict, and act on changes.
+
+When the next run is due is computed from `status.lastRun` alone, so a restarted
+operator neither repeats a run nor waits a whole interval; no finalizer is needed.
+Actions read their memory from the cluster too: the retraining cooldown from the
+Jobs this monitor owns, so a crash between creating a Job and recording it cannot
+start a second one.
+"""
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import re
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pydantic import ValidationError
+
+from mlops_operator import kube
+from mlops_operator.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, Retrain
+from mlops_operator.conditions import Reporter, merge
+from mlops_operator.constants import API_VERSION, GROUP, LABEL_DEPLOYMENT, LABEL_TRACK, SERVING_PORT
+from mlops_operator.drift import DriftReport, FeatureTest, Tests, detect_capture_drift
+from mlops_operator.metrics import DRIFT
+from mlops_operator.settings import OperatorSettings
+from mlops_serving.capture import merge_windows
+from mlops_serving.profile import Profile
+
+PLURAL = "driftmonitors"
+LABEL_MONITOR = f"{GROUP}/drift-monitor"
+REPORT_FILE = "/etc/mlops/drift/report.json"
+MAX_FEATURES = 256
+MAX_HISTORY = 48
+MAX_BODY = 256 << 20
+"""Largest capture or profile answer read (a full hour of reservoirs is tens of MB)."""
+WEBHOOK_DELAYS = (0.0, 1.0, 2.0, 5.0, 10.0, 30.0)
+Object = dict[str, Any]
+
+
+def seconds(duration: str) -> float:
+    """A Go-style duration such as "1h30m" or "500ms" (the CRD's pattern) in seconds."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)(ms|s|m|h)", duration))
+
+
+def parse_time(stamp: str) -> float:
+    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+
+
+def stamp_of(moment: float) -> str:
+    return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def due_in(dm: Object, now: float) -> float | None:
+    """Seconds until the monitor's next run: 0 when due, None while suspended. A run
+    is due at once when there was none, or when the spec changed since the last one."""
+    spec = dm.get("spec") or {}
+    if spec.get("suspend"):
+        return None
+    status = dm.get("status") or {}
+    last = status.get("lastRun")
+    if not last or status.get("observedGeneration") != dm["metadata"].get("generation"):
+        return 0.0
+    return max(0.0, parse_time(last) + seconds(spec.get("interval", "5m")) - now)
+
+
+class SourceError(Exception):
+    """The window could not be read; the message says from where and why."""
+
+
+@dataclass(frozen=True)
+class Window:
+    profile: Profile
+    capture: Mapping[str, Any]
+
+
+def _get_json(url: str, token: str | None, timeout: float) -> Any:
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - http(s) only, by the CRD
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+            body = answer.read(MAX_BODY + 1)
+    except urllib.error.HTTPError as error:
+        raise SourceError(f"GET {url}: HTTP {error.code}") from None
+    except (OSError, ValueError) as error:
+        raise SourceError(f"GET {url}: {error}") from None
+    if len(body) > MAX_BODY:
+        raise SourceError(f"GET {url}: answer larger than {MAX_BODY} bytes")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise SourceError(f"GET {url}: not JSON") from None
+
+
+def read_endpoint(base: str, since: float, token: str | None, timeout: float) -> Window:
+    """Profile and capture of one serving endpoint (base URL, or its /v2/capture URL)."""
+    root = base.removesuffix("/").removesuffix("/v2/capture")
+    query = urllib.parse.urlencode({"since": f"{since:.3f}"})
+    try:
+        profile = Profile.model_validate(_get_json(f"{root}/v2/profile", token, timeout))
+    except ValidationError as error:
+        raise SourceError(f"GET {root}/v2/profile: not a profile: {error}") from None
+    capture = _get_json(f"{root}/v2/capture?{query}", token, timeout)
+    if not isinstance(capture, dict) or not isinstance(capture.get("windows"), list):
+        raise SourceError(f"GET {root}/v2/capture: not a capture view")
+    return Window(profile, capture)
+
+
+def read_pods(
+    namespace: str, deployment: str, track: str, *, since: float, token: str | None, timeout: float
+) -> Window:
+    """Every Ready pod of the track, at its pod IP, merged into one view."""
+    selector = f"{LABEL_DEPLOYMENT}={deployment},{LABEL_TRACK}={track}"
+    addresses = kube.ready_pod_ips(namespace, selector)
+    if not addresses:
+        raise SourceError(f"no Ready pod of {deployment} (track {track}) to read capture from")
+    views = [
+        read_endpoint(f"http://{address}:{SERVING_PORT}", since, token, timeout)
+        for address in addresses
+    ]
+    first = views[0].capture
+    windows = [w for view in views for w in view.capture["windows"]]
+    reservoir = max((len(w.get("reservoir") or []) for w in windows), default=0)
+    merged = {**first, "windows": merge_windows(windows, reservoir)}
+    return Window(views[0].profile, merged)
+
+
+def engine_tests(spec: DriftMonitorSpec) -> Tests:
+    return Tests(
+        spec.tests.method,
+        spec.tests.threshold,
+        {f.name: FeatureTest(f.method, f.threshold) for f in spec.tests.features},
+    )
+
+
+def status_of(
+    previous: Object, report: DriftReport, spec: DriftMonitorSpec, now: float, generation: int
+) -> Object:
+    """The status of a run that judged (or found too few rows); conditions and the
+    retraining record are merged in by the caller."""
+    history = list(previous.get("history") or [])
+    features = sorted(report.features, key=lambda f: not f.drifted)[:MAX_FEATURES]
+    stamp = stamp_of(now)
+    if not report.insufficient_data:
+        history.append(
+            {
+                "time": stamp,
+                "samples": report.samples,
+                "driftShare": report.drift_share,
+                "datasetDrift": bool(report.dataset_drift),
+            }
+        )
+    if report.insufficient_data:
+        message = (
+            f"{report.samples} rows in the last {spec.window.duration}; "
+            f"{spec.window.min_samples} needed to judge drift"
+        )
+    else:
+        drifted = [f.name for f in report.features if f.drifted]
+        message = (
+            f"{len(drifted)} of {len(report.features)} features drifted"
+            + (
+                f" ({', '.join(drifted[:10])}{', ...' if len(drifted) > 10 else ''})"
+                if drifted
+                else ""
+            )
+            + f"; share {report.drift_share:.2f}, threshold {spec.drift_share:.2f}"
+        )
+    status = DriftMonitorStatus.model_validate(
+        {
+            "lastRun": stamp,
+            "samples": report.samples,
+            "datasetDrift": report.dataset_drift,
+            "driftShare": None if report.insufficient_data else report.drift_share,
+            "driftedFeatures": None if report.insufficient_data else report.drifted,
+            "features": [_result(f) for f in features],
+            "prediction": _result(report.prediction) if report.prediction else None,
+            "history": history[-MAX_HISTORY:],
+            "message": message,
+            "observedGeneration": generation,
+        }
+    )
+    written: Object = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    # Cleared fields are written as null, so that a merge patch removes them.
+    for key in ("datasetDrift", "driftShare", "driftedFeatures", "prediction"):
+        written.setdefault(key, None)
+    return written
+
+
+def _result(feature: Any) -> Object:
+    return {
+        "name": feature.name,
+        "method": feature.method,
+        "statistic": feature.statistic,
+        "pValue": feature.p_value,
+        "threshold": feature.threshold,
+        "drifted": feature.drifted,
+    }
+
+
+def drift_conditions(
+    report: DriftReport | None, error: str | None, generation: int
+) -> list[Object]:
+    """Ready says whether the monitor can measure; DriftDetected what it measured."""
+    if error is not None:
+        return [_condition("Ready", "False", "SourceUnreachable", error, generation)]
+    assert report is not None  # noqa: S101 - either a report or an error
+    ready = _condition("Ready", "True", "Measured", "the last run read its window", generation)
+    if report.insufficient_data:
+        return [
+            ready,
+            _condition(
+                "DriftDetected",
+                "Unknown",
+                "InsufficientData",
+                f"{report.samples} rows in the window: too few to judge",
+                generation,
+            ),
+        ]
+    drifted = report.dataset_drift
+    reason = "DatasetDrift" if drifted else "NoDatasetDrift"
+    message = (
+        f"{report.drifted} of {len(report.features)} features drifted "
+        f"(share {report.drift_share:.2f}, threshold {report.threshold_share:.2f})"
+    )
+    return [
+        ready,
+        _condition("DriftDetected", "True" if drifted else "False", reason, message, generation),
+    ]
+
+
+def _condition(type_: str, status: str, reason: str, message: str, generation: int) -> Object:
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+    }
+
+
+def sign(key: bytes, timestamp: int, body: bytes) -> str:
+    """The X-Mlops-Signature-256 header of a webhook body, as GitHub signs its own."""
+    digest = hmac.new(key, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def render_retrain_job(
+    dm: Object, retrain: Retrain, report: Object, lineage: Mapping[str, str], now: float
+) -> tuple[Object, Object]:
+    """The Job (from the user's template) and the ConfigMap holding the report. Every
+    container gets the report as a file and the lineage as environment variables."""
+    meta = dm["metadata"]
+    name = f"{meta['name'][:40]}-retrain-{int(now)}"
+    template = json.loads(json.dumps(retrain.job_template))  # a deep copy of plain data
+    job_meta = template.get("metadata") or {}
+    labels = {**(job_meta.get("labels") or {}), LABEL_MONITOR: meta["name"]}
+    spec = template.get("spec") or {}
+    pod = spec.setdefault("template", {}).setdefault("spec", {})
+    env = [{"name": k, "value": v} for k, v in sorted(lineage.items())]
+    env.append({"name": "MLOPS_DRIFT_REPORT", "value": REPORT_FILE})
+    for container in pod.get("containers") or []:
+        container["env"] = [*(container.get("env") or []), *env]
+        mounts = container.get("volumeMounts") or []
+        mounts.append({"name": "drift-report", "mountPath": REPORT_FILE.rsplit("/", 1)[0]})
+        container["volumeMounts"] = mounts
+    pod["volumes"] = [
+        *(pod.get("volumes") or []),
+        {"name": "drift-report", "configMap": {"name": name}},
+    ]
+    owner = {
+        "apiVersion": API_VERSION,
+        "kind": "DriftMonitor",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": False,
+    }
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            **job_meta,
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner],
+        },
+        "spec": spec,
+    }
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner],
+        },
+        "data": {"report.json": json.dumps(report, indent=2)},
+    }
+    return job, config_map
+
+
+def job_outcome(job: Object) -> str:
+    status = job.get("status") or {}
+    for item in status.get("conditions") or []:
+        if item.get("status") == "True" and item.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return "Succeeded"
+        if item.get("status") == "True" and item.get("type") == "Failed":
+            return "Failed"
+    return "Running"
+
+
+class Monitor:
+    """One run of one DriftMonitor, with what it needs from the cluster."""
+
+    def __init__(
+        self,
+        dm: Object,
+        settings: OperatorSettings,
+        report: Reporter,
+        post_webhook: Callable[[str, bytes, dict[str, str]], None],
+    ) -> None:
+        self.dm = dm
+        self.settings = settings
+        self.reporter = report
+        self.post_webhook = post_webhook
+        meta = dm["metadata"]
+        self.namespace, self.name = meta["namespace"], meta["name"]
+        self.generation = int(meta.get("generation") or 0)
+
+    def run(self, now: float) -> None:
+        previous = self.dm.get("status") or {}
+        try:
+            spec = DriftMonitorSpec.model_validate(self.dm.get("spec") or {})
+        except ValidationError as error:
+            self._fail(previous, f"invalid spec: {error}")
+            return
+        mdep = kube.read_custom("modeldeployments", self.namespace, spec.deployment_ref.name)
+        if mdep is None:
+            self._fail(previous, f"ModelDeployment {spec.deployment_ref.name} not found")
+            return
+        try:
+            window = self._read(spec, mdep, now - seconds(spec.window.duration))
+            report = detect_capture_drift(
+                window.profile,
+                window.capture,
+                tests=engine_tests(spec),
+                correction=spec.correction,
+                drift_share=spec.drift_share,
+                min_samples=spec.window.min_samples,
+                prediction_test=FeatureTest(
+                    spec.prediction_drift.method, spec.prediction_drift.threshold
+                ),
+            )
+        except (SourceError, ValueError) as error:
+            self._fail(previous, str(error))
+            return
+        if not spec.prediction_drift.enabled:
+            report = replace(report, prediction=None)
+        status = status_of(previous, report, spec, now, self.generation)
+        status["conditions"] = merge(
+            previous.get("conditions"), drift_conditions(report, None, self.generation)
+        )
+        if previous.get("retrain"):
+            status["retrain"] = previous["retrain"]
+        was = _drift_state(previous)
+        if report.dataset_drift and spec.actions.retrain is not None:
+            started = self._retrain(spec, status, mdep, report, now)
+            status["retrain"] = started or status.get("retrain")
+        elif status.get("retrain"):
+            status["retrain"] = self._refresh_retrain(status["retrain"])
+        kube.patch_status(PLURAL, self.namespace, self.name, status)
+        DRIFT.publish(self.namespace, self.name, report)
+        now_state = None if report.insufficient_data else bool(report.dataset_drift)
+        if now_state is not None and now_state != was:
+            self._announce(spec, report, status, drifted=now_state)
+
+    def _read(self, spec: DriftMonitorSpec, mdep: Object, since: float) -> Window:
+        token = self._token(mdep)
+        timeout = self.settings.request_timeout
+        if spec.source.type == "url":
+            assert spec.source.url is not None  # noqa: S101 - the CRD requires it
+            return read_endpoint(spec.source.url, since, token, timeout)
+        if spec.source.type == "pods":
+            return read_pods(
+                self.namespace,
+                spec.deployment_ref.name,
+                spec.track,
+                since=since,
+                token=token,
+                timeout=timeout,
+            )
+        raise SourceError("source type prometheus is not implemented yet; use pods or url")
+
+    def _token(self, mdep: Object) -> str | None:
+        ref = ((mdep.get("spec") or {}).get("serving") or {}).get("authSecretRef")
+        if not ref:
+            return None
+        return kube.secret_value(self.namespace, ref["name"], ref["key"]).strip()
+
+    def _fail(self, previous: Object, message: str) -> None:
+        status: Object = {
+            "message": message,
+            "conditions": merge(
+                previous.get("conditions"), drift_conditions(None, message, self.generation)
+            ),
+            "observedGeneration": self.generation,
+            # A failed run counts as a run: the next try waits an interval too.
+            "lastRun": stamp_of(time.time()),
+        }
+        if previous.get("conditions") != status["conditions"]:
+            self.reporter.warning("SourceUnreachable", message)
+        kube.patch_status(PLURAL, self.namespace, self.name, status)
+
+    def _announce(
+        self, spec: DriftMonitorSpec, report: DriftReport, status: Object, drifted: bool
+    ) -> None:
+        message = str(status["message"])
+        if drifted:
+            self.reporter.warning("DriftDetected", message)
+        else:
+            self.reporter.normal("DriftResolved", message)
+        webhook = spec.actions.webhook
+        if webhook is None:
+            return
+        body = json.dumps(
+            {
+                "monitor": {"namespace": self.namespace, "name": self.name},
+                "deployment": spec.deployment_ref.name,
+                "track": spec.track,
+                "datasetDrift": drifted,
+                "report": report.to_dict(),
+            }
+        ).encode()
+        timestamp = int(time.time())
+        headers = {"Content-Type": "application/json", "X-Mlops-Timestamp": str(timestamp)}
+        if webhook.secret_ref is not None:
+            key = kube.secret_value(self.namespace, webhook.secret_ref.name, webhook.secret_ref.key)
+            headers["X-Mlops-Signature-256"] = sign(key.strip().encode(), timestamp, body)
+        self.post_webhook(webhook.url, body, headers)
+
+    def _owned_jobs(self) -> list[Object]:
+        return kube.list_jobs(self.namespace, f"{LABEL_MONITOR}={self.name}")
+
+    def _retrain(
+        self, spec: DriftMonitorSpec, status: Object, mdep: Object, report: DriftReport, now: float
+    ) -> Object | None:
+        """Start a Job unless one started within the cooldown; its record, or None."""
+        retrain = spec.actions.retrain
+        assert retrain is not None  # noqa: S101 - called only with a retrain action
+        jobs = self._owned_jobs()
+        started = [parse_time(j["metadata"]["creationTimestamp"]) for j in jobs]
+        recorded = (status.get("retrain") or {}).get("started")
+        if recorded:
+            started.append(parse_time(recorded))
+        if started and now - max(started) < seconds(retrain.cooldown):
+            return self._refresh_retrain(status["retrain"]) if status.get("retrain") else None
+        job, config_map = render_retrain_job(
+            self.dm, retrain, report.to_dict(), self._lineage(mdep, spec.track), now
+        )
+        kube.create("Job", job)
+        kube.create("ConfigMap", config_map)
+        self.reporter.normal("RetrainStarted", f"Job {job['metadata']['name']} started")
+        return {"job": job["metadata"]["name"], "started": stamp_of(now), "outcome": "Running"}
+
+    def _refresh_retrain(self, record: Object) -> Object:
+        for job in self._owned_jobs():
+            if job["metadata"]["name"] == record.get("job"):
+                return {**record, "outcome": job_outcome(job)}
+        return record
+
+    def _lineage(self, mdep: Object, track_name: str) -> dict[str, str]:
+        track = ((mdep.get("status") or {}).get("tracks") or {}).get(track_name) or {}
+        values = {"MLOPS_DRIFT_MONITOR": self.name, "MLOPS_DEPLOYMENT": mdep["metadata"]["name"]}
+        name = track.get("modelVersion")
+        mv = kube.read_custom("modelversions", self.namespace, name) if name else None
+        if mv is not None:
+            spec = mv.get("spec") or {}
+            lineage = spec.get("lineage") or {}
+            artifact = spec.get("artifact") or {}
+            values |= {
+                "MLOPS_MODEL": str(spec.get("model", "")),
+                "MLOPS_MODEL_VERSION": name or "",
+                "MLOPS_ARTIFACT_URI": str(artifact.get("uri", "")),
+                "MLOPS_ARTIFACT_DIGEST": str(artifact.get("digest", "")),
+                "MLOPS_RUN_ID": str(lineage.get("runId", "")),
+                "MLOPS_DATASET_URI": str(lineage.get("datasetUri", "")),
+            }
+        return {k: v for k, v in values.items() if v}
+
+
+def _drift_state(status: Object) -> bool | None:
+    for item in status.get("conditions") or []:
+        if item.get("type") == "DriftDetected":
+            return {"True": True, "False": False}.get(item.get("status", ""))
+    return None
+
+
+def post_with_retries(
+    url: str, body: bytes, headers: dict[str, str], log: Callable[[str], None]
+) -> None:
+    """POST in a thread of its own, retried with backoff: never blocks a reconcile."""
+
+    def attempt() -> None:
+        for delay in WEBHOOK_DELAYS:
+            time.sleep(delay)
+            request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                    if answer.status < 300:
+                        return
+            except (OSError, ValueError) as error:
+                log(f"webhook {url}: {error}")
+        log(f"webhook {url}: gave up after {len(WEBHOOK_DELAYS)} attempts")
+
+    threading.Thread(target=attempt, name="mlops-webhook", daemon=True).start()

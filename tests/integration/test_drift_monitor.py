@@ -1,0 +1,400 @@
+"""DriftMonitor against the real control plane, reading real serving processes.
+
+The monitors read `mlops-serve` processes on 127.0.0.1 through source `url`: the
+same routes (/v2/profile, /v2/capture) that source `pods` reads at pod IPs, which
+needs pods that really run (kwok's only look Running)."""
+
+import hashlib
+import hmac
+import http.server
+import json
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+from sklearn.linear_model import LogisticRegression
+
+from mlops_operator.constants import GROUP, VERSION
+from mlops_serving import bundle
+from mlops_serving.digest import file_digest
+
+from .kube import Cluster, wait_until
+from .operator_fixture import Operator, condition, custom, get, start_operator, stop_operator
+from .test_serving_process import SERVE, call, environment, free_port
+
+pytestmark = pytest.mark.cluster
+
+FEATURES = [f"f{i}" for i in range(6)]
+SHIFTED = ("f1", "f4")
+
+
+def rows(rng: np.random.Generator, count: int, shifted: bool) -> np.ndarray:
+    values = rng.normal(0.0, 1.0, (count, len(FEATURES)))
+    if shifted:
+        for name in SHIFTED:
+            values[:, FEATURES.index(name)] += 0.8
+    return values
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame(rows(rng, 5000, shifted=False), columns=FEATURES)
+    target = (reference["f0"] + reference["f1"] > 0).astype(int)
+    model = LogisticRegression().fit(reference.to_numpy(), target)
+    out = tmp_path_factory.mktemp("drift") / "shift-1.tar.gz"
+    bundle.build(model, reference, out, name="shift", version="1")
+    return out, file_digest(out)
+
+
+def serve(built: tuple[Path, str], directory: Path, shifted: bool) -> tuple[str, Any]:
+    """A real mlops-serve on loopback, fed 3000 rows of traffic."""
+    port = free_port()
+    process = subprocess.Popen(
+        SERVE,
+        env=environment(built, directory, port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _ready(base), f"mlops-serve on {base}", timeout=60)
+    rng = np.random.default_rng(1 if shifted else 2)
+    for _ in range(6):
+        status, _answer = call(
+            f"{base}/predict-batch", {"instances": rows(rng, 500, shifted).tolist()}
+        )
+        assert status == 200
+    return base, process
+
+
+def _ready(base: str) -> bool:
+    try:
+        return call(f"{base}/v2/health/ready")[0] == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def servers(
+    built: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    started = {
+        name: serve(built, tmp_path_factory.mktemp(name), shifted=name == "shifted")
+        for name in ("steady", "shifted")
+    }
+    yield {name: base for name, (base, _) in started.items()}
+    for _, process in started.values():
+        process.terminate()
+        process.wait(timeout=30)
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Receiver.received.append((dict(self.headers), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        return
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    Receiver.received = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/drift", Receiver.received
+    server.shutdown()
+
+
+TRAIN_JOB = {
+    "spec": {
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "train", "image": "registry.example/train:1"}],
+            }
+        }
+    }
+}
+
+
+def create(cluster: Cluster, namespace: str, plural: str, body: dict[str, Any]) -> None:
+    custom(cluster).create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+
+
+def registered(cluster: Cluster, namespace: str, built: tuple[Path, str]) -> None:
+    """The model registered and deployed (on kwok: its pods only look Running)."""
+    path, digest = built
+    create(
+        cluster,
+        namespace,
+        "modelversions",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelVersion",
+            "metadata": {"name": "shift-1"},
+            "spec": {
+                "model": "shift",
+                "version": "1",
+                "framework": "sklearn",
+                "artifact": {"uri": f"file://{path}", "digest": digest},
+                "lineage": {"runId": "run-42", "datasetUri": "s3://data/shift.parquet"},
+            },
+        },
+    )
+    create(
+        cluster,
+        namespace,
+        "modeldeployments",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "shift"},
+            "spec": {"model": "shift", "stable": {"version": "1"}},
+        },
+    )
+    wait_until(
+        lambda: (
+            (get(cluster, "modeldeployments", namespace, "shift").get("status") or {})
+            .get("tracks", {})
+            .get("stable", {})
+            .get("modelVersion")
+        ),
+        "ModelDeployment shift to resolve its stable track",
+        timeout=60,
+    )
+
+
+def monitor(name: str, url: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "DriftMonitor",
+        "metadata": {"name": name},
+        "spec": {
+            "deploymentRef": {"name": "shift"},
+            "interval": "1h",
+            "source": {"type": "url", "url": url},
+            "window": {"duration": "1h", "minSamples": 1000},
+            "tests": {"method": "ks"},
+            "correction": "bonferroni",
+            "driftShare": 0.3,
+            **spec,
+        },
+    }
+
+
+def judged(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    dm = get(cluster, "driftmonitors", namespace, name)
+    found = condition(dm, "DriftDetected")
+    return dm if found and found["status"] in ("True", "False", "Unknown") else None
+
+
+def jobs(cluster: Cluster, namespace: str) -> list[client.V1Job]:
+    return list(client.BatchV1Api(cluster.api).list_namespaced_job(namespace).items)
+
+
+def test_steady_traffic_is_no_drift_and_shifted_features_are_flagged(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    built: tuple[Path, str],
+    servers: dict[str, str],
+    receiver: tuple[str, list[tuple[dict[str, str], bytes]]],
+) -> None:
+    registered(cluster, namespace, built)
+    key = "webhook-key-9f2"
+    client.CoreV1Api(cluster.api).create_namespaced_secret(
+        namespace,
+        client.V1Secret(metadata=client.V1ObjectMeta(name="hooks"), string_data={"key": key}),
+    )
+    url, received = receiver
+    create(cluster, namespace, "driftmonitors", monitor("steady", servers["steady"]))
+    actions = {
+        "webhook": {"url": url, "secretRef": {"name": "hooks", "key": "key"}},
+        "retrain": {"cooldown": "1h", "jobTemplate": TRAIN_JOB},
+    }
+    create(
+        cluster, namespace, "driftmonitors", monitor("shifted", servers["shifted"], actions=actions)
+    )
+
+    steady = wait_until(lambda: judged(cluster, namespace, "steady"), "steady judged", timeout=60)
+    status = steady["status"]
+    assert condition(steady, "DriftDetected")["status"] == "False"
+    assert condition(steady, "Ready")["status"] == "True"
+    assert (status["samples"], status["datasetDrift"], status["driftedFeatures"]) == (
+        3000,
+        False,
+        0,
+    )
+    assert {f["name"] for f in status["features"]} == set(FEATURES)
+    assert all(f["method"] == "ks" and 0 <= f["pValue"] <= 1 for f in status["features"])
+
+    shifted = wait_until(
+        lambda: judged(cluster, namespace, "shifted"), "shifted judged", timeout=60
+    )
+    status = shifted["status"]
+    assert condition(shifted, "DriftDetected")["status"] == "True"
+    assert sorted(f["name"] for f in status["features"] if f["drifted"]) == list(SHIFTED)
+    assert [f["drifted"] for f in status["features"]][:2] == [True, True]  # drifted first
+    assert status["datasetDrift"] is True
+    assert status["driftShare"] == pytest.approx(2 / 6)
+    assert (status["prediction"]["method"], status["prediction"]["drifted"]) == (
+        "jensenshannon",
+        True,
+    )
+    assert len(status["history"]) == 1
+
+    table = cluster.kubectl("get", "dm", "-n", namespace).stdout
+    print(table)
+    columns = {line.split()[0]: line.split()[1:] for line in table.splitlines()[1:]}
+    assert columns["shifted"][:3] == ["shift", "stable", "true"]
+    assert float(columns["shifted"][3]) == pytest.approx(1 / 3)
+    assert columns["shifted"][4] == "2"
+    assert columns["steady"][:3] == ["shift", "stable", "false"]
+    assert (float(columns["steady"][3]), columns["steady"][4]) == (0.0, "0")
+
+    check_webhook(received, key, namespace)
+    check_retraining_job(cluster, namespace)
+    events = client.CoreV1Api(cluster.api).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=shifted,reason=DriftDetected"
+    )
+    assert [e.type for e in events.items] == ["Warning"]
+    gauges = drifted_gauges(operator, namespace, "shifted")
+    # f1 feeds the model, so its predictions drift too.
+    assert gauges == {name: float(name in SHIFTED) for name in FEATURES} | {"prediction": 1.0}
+
+
+def check_webhook(received: list[tuple[dict[str, str], bytes]], key: str, namespace: str) -> None:
+    """The webhook got the report once, signed with the key from the Secret."""
+    wait_until(lambda: received, "the webhook receiver to get the report", timeout=30)
+    ((headers, body),) = received
+    stamp = headers["X-Mlops-Timestamp"]
+    expected = hmac.new(key.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Mlops-Signature-256"], f"sha256={expected}")
+    payload = json.loads(body)
+    assert payload["datasetDrift"] is True
+    assert payload["monitor"] == {"namespace": namespace, "name": "shifted"}
+
+
+def check_retraining_job(cluster: Cluster, namespace: str) -> None:
+    """One retraining Job, with the report mounted and the lineage in its environment."""
+    (job,) = wait_until(lambda: jobs(cluster, namespace), "the retraining Job", timeout=30)
+    name = str(job.metadata.name)
+    assert job.metadata.owner_references[0].name == "shifted"
+    env = {e.name: e.value for e in job.spec.template.spec.containers[0].env}
+    assert env["MLOPS_MODEL_VERSION"] == "shift-1"
+    assert env["MLOPS_RUN_ID"] == "run-42"
+    assert env["MLOPS_DATASET_URI"] == "s3://data/shift.parquet"
+    assert env["MLOPS_DRIFT_REPORT"] == "/etc/mlops/drift/report.json"
+    report = client.CoreV1Api(cluster.api).read_namespaced_config_map(name, namespace)
+    assert json.loads(report.data["report.json"])["drifted"] == 2
+    status = get(cluster, "driftmonitors", namespace, "shifted")["status"]
+    assert status["retrain"]["job"] == name
+
+
+def drifted_gauges(operator: Operator, namespace: str, monitor_name: str) -> dict[str, float]:
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        exposition = answer.read().decode()
+    return {
+        s.labels["feature"]: s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+        if s.name == "mlops_drift_feature_drifted"
+        and (s.labels["namespace"], s.labels["monitor"]) == (namespace, monitor_name)
+    }
+
+
+def test_too_few_rows_and_an_unreachable_source_say_so(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    built: tuple[Path, str],
+    servers: dict[str, str],
+) -> None:
+    registered(cluster, namespace, built)
+    thin = monitor("thin", servers["steady"], window={"duration": "1h", "minSamples": 100000})
+    closed = monitor("closed", f"http://127.0.0.1:{free_port()}")
+    for body in (thin, closed):
+        create(cluster, namespace, "driftmonitors", body)
+    thin_status = wait_until(lambda: judged(cluster, namespace, "thin"), "thin judged", timeout=60)
+    drift = condition(thin_status, "DriftDetected")
+    assert (drift["status"], drift["reason"]) == ("Unknown", "InsufficientData")
+    assert "datasetDrift" not in thin_status["status"]
+    assert thin_status["status"]["features"] == []
+
+    def refused() -> dict[str, Any] | None:
+        ready = condition(get(cluster, "driftmonitors", namespace, "closed"), "Ready")
+        return ready if ready and ready["status"] == "False" else None
+
+    ready = wait_until(refused, "the unreachable source to be reported", timeout=60)
+    assert ready["reason"] == "SourceUnreachable"
+    assert "/v2/profile" in ready["message"]
+
+
+def test_retraining_starts_once_per_cooldown_across_restarts(
+    cluster: Cluster,
+    namespace: str,
+    sole_operator: None,
+    built: tuple[Path, str],
+    servers: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    registered_operator = start_operator(cluster, tmp_path / "operator", webhook=False)
+    try:
+        registered(cluster, namespace, built)
+        actions = {"retrain": {"cooldown": "1h", "jobTemplate": TRAIN_JOB}}
+        create(
+            cluster,
+            namespace,
+            "driftmonitors",
+            monitor("retrain", servers["shifted"], actions=actions),
+        )
+        wait_until(lambda: jobs(cluster, namespace), "the first retraining Job", timeout=60)
+        for interval in ("30m", "45m"):
+            # A new spec is due at once; so is every monitor after a crash.
+            registered_operator.kill()
+            if interval == "45m":
+                # As if the operator had died between creating the Job and recording
+                # it: the Job it owns still holds the cooldown.
+                custom(cluster).patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    "driftmonitors",
+                    "retrain",
+                    {"status": {"retrain": None}},
+                )
+            custom(cluster).patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "driftmonitors",
+                "retrain",
+                {"spec": {"interval": interval}},
+            )
+            registered_operator.spawn()
+
+            def ran_again() -> bool:
+                dm = get(cluster, "driftmonitors", namespace, "retrain")
+                status = dm.get("status") or {}
+                return bool(status.get("observedGeneration") == dm["metadata"]["generation"])
+
+            wait_until(ran_again, f"a run with interval {interval}", timeout=60)
+        assert len(jobs(cluster, namespace)) == 1
+        status = get(cluster, "driftmonitors", namespace, "retrain")["status"]
+        assert len(status["history"]) == 3
+    finally:
+        stop_operator(registered_operator)
