@@ -116,16 +116,27 @@ def read_endpoint(base: str, since: float, token: str | None, timeout: float) ->
 
 
 def read_pods(
-    namespace: str, deployment: str, track: str, *, since: float, token: str | None, timeout: float
+    namespace: str,
+    deployment: str,
+    track: str,
+    *,
+    since: float,
+    token: str | None,
+    timeout: float,
+    may_dial: Callable[[str], bool],
+    port: int = SERVING_PORT,
 ) -> Window:
-    """Every Ready pod of the track, at its pod IP, merged into one view."""
+    """Every Ready pod of the track, at its pod IP, merged into one view; only pods
+    whose IP `may_dial` (the setting pod_networks) are read."""
     selector = f"{LABEL_DEPLOYMENT}={deployment},{LABEL_TRACK}={track}"
-    addresses = kube.ready_pod_ips(namespace, selector)
+    addresses = [a for a in kube.ready_pod_ips(namespace, selector) if may_dial(a)]
     if not addresses:
-        raise SourceError(f"no Ready pod of {deployment} (track {track}) to read capture from")
+        raise SourceError(
+            f"no Ready pod of {deployment} (track {track}) in the allowed pod networks "
+            "to read capture from"
+        )
     views = [
-        read_endpoint(f"http://{address}:{SERVING_PORT}", since, token, timeout)
-        for address in addresses
+        read_endpoint(f"http://{address}:{port}", since, token, timeout) for address in addresses
     ]
     first = views[0].capture
     windows = [w for view in views for w in view.capture["windows"]]
@@ -175,6 +186,8 @@ def status_of(
             )
             + f"; share {report.drift_share:.2f}, threshold {spec.drift_share:.2f}"
         )
+    if spec.actions.pause_canary or spec.actions.rollback_canary:
+        message += "; pauseCanary and rollbackCanary are not implemented yet, and were ignored"
     status = DriftMonitorStatus.model_validate(
         {
             "lastRun": stamp,
@@ -400,6 +413,7 @@ class Monitor:
                 since=since,
                 token=token,
                 timeout=timeout,
+                may_dial=self.settings.may_dial,
             )
         raise SourceError("source type prometheus is not implemented yet; use pods or url")
 

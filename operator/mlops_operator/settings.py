@@ -1,6 +1,7 @@
 """Operator configuration, from MLOPS_* environment variables."""
 
 from fnmatch import fnmatch
+from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,9 @@ class OperatorSettings(BaseSettings):
     resync_seconds: float = Field(default=600, gt=0)
     """Period of the safety-net reconcile of every ModelVersion and ModelDeployment
     (events drive the work; this only catches what a lost watch event missed)."""
+    pod_networks: list[IPv4Network | IPv6Network] = []
+    """Networks, as a JSON list of CIDRs, whose pod IPs the operator may dial to read
+    capture (DriftMonitor source pods); pods outside them are skipped. Empty allows any."""
     status_linger_seconds: float = Field(default=0.5, ge=0)
     """How long a status refresh waits for more child changes to write them together."""
 
@@ -57,6 +61,9 @@ class OperatorSettings(BaseSettings):
         if not patterns or any(set(p) & set("*?[") for p in patterns):
             return [None]
         return list(patterns)
+
+    def may_dial(self, address: str) -> bool:
+        return not self.pod_networks or any(ip_address(address) in n for n in self.pod_networks)
 
     def watches(self, namespace: str) -> bool:
         return not self.namespaces or any(fnmatch(namespace, p) for p in self.namespaces)

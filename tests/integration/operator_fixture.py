@@ -70,6 +70,9 @@ def start_operator(
         "MLOPS_WEBHOOK_CERT_DIR": str(directory / "certs"),
         "MLOPS_RESYNC_SECONDS": "10",
         "MLOPS_SERVING_IMAGE": "registry.example/mlops-serving:test",
+        # kwok's pods get addresses where nothing listens: a DriftMonitor reading
+        # pods (as the sample does) must never dial them.
+        "MLOPS_POD_NETWORKS": '["127.0.0.0/8"]',
         **extra,
     }
     operator = Operator(

@@ -80,7 +80,18 @@ def test_samples_are_accepted_and_shown_with_printer_columns(
     assert headers == [
         ["NAME", "MODEL", "VERSION", "FRAMEWORK", "STAGE", "APPROVED", "PHASE", "AGE"],
         ["NAME", "MODEL", "STABLE", "CANARY", "WEIGHT", "READY", "PHASE", "AGE"],
-        ["NAME", "DEPLOYMENT", "DRIFT", "SHARE", "SAMPLES", "LAST", "RUN", "AGE"],
+        [
+            "NAME",
+            "DEPLOYMENT",
+            "TRACK",
+            "DRIFT",
+            "SHARE",
+            "DRIFTED",
+            "SAMPLES",
+            "LAST",
+            "RUN",
+            "AGE",
+        ],
     ]
     assert re.search(r"modelversion\.mlops\.dev/iris-3\s+iris\s+3\s+sklearn\s+Staging", table)
     assert re.search(r"driftmonitor\.mlops\.dev/iris-canary\s+iris\s", table)

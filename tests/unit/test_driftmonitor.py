@@ -4,28 +4,39 @@ timer loop and the gauges."""
 import asyncio
 import hashlib
 import hmac
+import http.server
+import json
 import logging
+import threading
 from typing import Any
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mlops_operator import kube
 from mlops_operator.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, Retrain
-from mlops_operator.drift import DriftReport, FeatureDrift
+from mlops_operator.drift import DriftReport, FeatureDrift, detect_capture_drift
+from mlops_operator.drift import Tests as DriftTests
 from mlops_operator.driftmonitor import (
     MAX_HISTORY,
+    SourceError,
     drift_conditions,
     due_in,
     job_outcome,
     parse_time,
+    read_pods,
     render_retrain_job,
     seconds,
     sign,
     status_of,
 )
 from mlops_operator.metrics import DriftGauges
+from mlops_operator.settings import OperatorSettings
 from mlops_operator.timers import Timers
+from mlops_serving.capture import Capture
+from mlops_serving.profile import build_profile
 
 NOON = parse_time("2026-12-02T12:00:00Z")
 
@@ -110,6 +121,16 @@ def test_too_few_rows_clear_the_verdict_and_add_no_history() -> None:
     assert (status["datasetDrift"], status["driftShare"], status["features"]) == (None, None, [])
     assert status["history"] == [EARLIER]
     assert status["message"] == "12 rows in the last 1h; 500 needed to judge drift"
+
+
+def test_canary_actions_that_do_not_exist_yet_are_said_to_be_ignored() -> None:
+    spec = DriftMonitorSpec.model_validate(
+        {"deploymentRef": {"name": "d"}, "track": "canary", "actions": {"pauseCanary": True}}
+    )
+    status = status_of({}, report([True]), spec, NOON, 1)
+    assert status["message"].endswith(
+        "; pauseCanary and rollbackCanary are not implemented yet, and were ignored"
+    )
 
 
 @pytest.mark.parametrize(
@@ -247,3 +268,88 @@ def test_gauges_follow_the_features_a_monitor_reports() -> None:
         registry.get_sample_value("mlops_drift_share", {"namespace": "n", "monitor": "other"})
         is None
     )
+
+
+def test_pods_source_merges_every_ready_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two pods, as two servers on two loopback addresses at one port: their windows
+    add up, and the token reaches both."""
+    rng = np.random.default_rng(0)
+    profile = build_profile({"a": rng.normal(size=3000), "b": rng.normal(size=3000)})
+    captures = []
+    for seed, shift in ((1, 0.0), (2, 1.0)):
+        capture = Capture(
+            profile,
+            sample_rate=1,
+            window_seconds=60,
+            windows=5,
+            reservoir=200,
+            seed=seed,
+            clock=lambda: 600.0,  # one window, whenever the test runs
+        )
+        capture.record(rng.normal(shift, 1, (400, 2)), None)
+        captures.append(capture)
+    seen_tokens: list[str | None] = []
+
+    def handler(capture: Capture) -> type[http.server.BaseHTTPRequestHandler]:
+        class Pod(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen_tokens.append(self.headers.get("Authorization"))
+                body = (
+                    profile.model_dump()
+                    if self.path == "/v2/profile"
+                    else {
+                        "features": ["a", "b"],
+                        "windows": capture.snapshot(),
+                    }
+                )
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_: Any) -> None:
+                return
+
+        return Pod
+
+    first = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler(captures[0]))
+    port = first.server_address[1]
+    second = http.server.ThreadingHTTPServer(("127.0.0.2", port), handler(captures[1]))
+    for server in (first, second):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(
+        kube, "ready_pod_ips", lambda namespace, selector: ["127.0.0.1", "127.0.0.2"]
+    )
+    try:
+        window = read_pods(
+            "n", "d", "stable", since=0, token="t0k", timeout=5, may_dial=lambda _: True, port=port
+        )
+        with pytest.raises(SourceError, match=r"no Ready pod of d .* allowed pod networks"):
+            read_pods("n", "d", "stable", since=0, token=None, timeout=5, may_dial=lambda _: False)
+    finally:
+        for server in (first, second):
+            server.shutdown()
+    ((merged),) = window.capture["windows"]
+    assert merged["rows"] == 800
+    assert len(merged["reservoir"]) == 200
+    assert seen_tokens == ["Bearer t0k"] * 4
+    assert window.profile == profile
+    drift = detect_capture_drift(window.profile, window.capture, tests=DriftTests("ks"), seed=0)
+    assert [f.drifted for f in drift.features] == [True, True]  # half the traffic is shifted
+
+
+@pytest.mark.parametrize(
+    ("networks", "address", "allowed"),
+    [
+        ("[]", "10.244.0.7", True),
+        ('["10.88.0.0/16"]', "10.244.0.7", False),
+        ('["10.88.0.0/16"]', "10.88.3.4", True),
+        ('["10.88.0.0/16", "fd00::/8"]', "fd00::1", True),
+    ],
+)
+def test_pod_networks_bound_what_the_operator_dials(
+    monkeypatch: pytest.MonkeyPatch, networks: str, address: str, allowed: bool
+) -> None:
+    monkeypatch.setenv("MLOPS_POD_NETWORKS", networks)
+    assert OperatorSettings().may_dial(address) is allowed
