@@ -42,6 +42,8 @@ MAX_HISTORY = 48
 MAX_BODY = 256 << 20
 """Largest capture or profile answer read (a full hour of reservoirs is tens of MB)."""
 WEBHOOK_DELAYS = (0.0, 1.0, 2.0, 5.0, 10.0, 30.0)
+MIN_INTERVAL = 10.0
+"""Shortest time between two runs of one monitor, whatever spec.interval says."""
 Object = dict[str, Any]
 
 
@@ -69,7 +71,11 @@ def due_in(dm: Object, now: float) -> float | None:
     last = status.get("lastRun")
     if not last or status.get("observedGeneration") != dm["metadata"].get("generation"):
         return 0.0
-    return max(0.0, parse_time(last) + seconds(spec.get("interval", "5m")) - now)
+    return max(0.0, parse_time(last) + interval_of(spec) - now)
+
+
+def interval_of(spec: Object) -> float:
+    return max(seconds(spec.get("interval", "5m")), MIN_INTERVAL)
 
 
 class SourceError(Exception):
@@ -395,9 +401,10 @@ class Monitor:
             status["retrain"] = self._refresh_retrain(status["retrain"])
         kube.patch_status(PLURAL, self.namespace, self.name, status)
         DRIFT.publish(self.namespace, self.name, report)
-        now_state = None if report.insufficient_data else bool(report.dataset_drift)
-        if now_state is not None and now_state != was:
-            self._announce(spec, report, status, drifted=now_state)
+        # Drift appearing, or clearing after it was seen: a first verdict of no drift
+        # is news to nobody.
+        if report.dataset_drift is not None and report.dataset_drift != bool(was):
+            self._announce(spec, report, status, drifted=report.dataset_drift)
 
     def _read(self, spec: DriftMonitorSpec, mdep: Object, since: float) -> Window:
         token = self._token(mdep)
@@ -460,7 +467,12 @@ class Monitor:
         timestamp = int(time.time())
         headers = {"Content-Type": "application/json", "X-Mlops-Timestamp": str(timestamp)}
         if webhook.secret_ref is not None:
-            key = kube.secret_value(self.namespace, webhook.secret_ref.name, webhook.secret_ref.key)
+            ref = webhook.secret_ref
+            try:
+                key = kube.secret_value(self.namespace, ref.name, ref.key)
+            except ValueError as error:
+                self.reporter.warning("WebhookNotSent", f"no signing key: {error}")
+                return
             headers["X-Mlops-Signature-256"] = sign(key.strip().encode(), timestamp, body)
         self.post_webhook(webhook.url, body, headers)
 

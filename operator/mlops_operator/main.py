@@ -80,7 +80,7 @@ def _run_monitor(key: retry.Key) -> float | None:
         return wait
     with kube.object_lock(namespace, f"{plural}/{name}"), reconciling("DriftMonitor"):
         driftmonitor.Monitor(dm, SETTINGS, reporter(dm, LOG), _post_webhook).run(time.time())
-    return driftmonitor.seconds(dm["spec"].get("interval", "5m"))
+    return driftmonitor.interval_of(dm["spec"])
 
 
 def _post_webhook(url: str, body: bytes, headers: dict[str, str]) -> None:

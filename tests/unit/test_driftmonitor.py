@@ -65,6 +65,13 @@ def dm(**status: Any) -> dict[str, Any]:
         (dm(lastRun="2026-12-02T11:40:00Z", observedGeneration=2), 0.0),  # overdue
         (dm(lastRun="2026-12-02T11:58:00Z", observedGeneration=1), 0.0),  # spec changed
         ({**dm(), "spec": {"suspend": True, "interval": "10m"}}, None),
+        (  # intervals under MIN_INTERVAL count as MIN_INTERVAL
+            {
+                **dm(lastRun="2026-12-02T11:59:55Z", observedGeneration=2),
+                "spec": {"interval": "1s"},
+            },
+            5.0,
+        ),
     ],
 )
 def test_next_run_comes_from_status(body: dict[str, Any], expected: float | None) -> None:

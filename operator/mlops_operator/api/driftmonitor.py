@@ -168,7 +168,7 @@ class DriftMonitorSpec(ApiModel):
     track: TrackName = "stable"
     """Which track's traffic to test."""
     interval: Duration = "5m"
-    """Time between runs."""
+    """Time between runs (at least 10s); a changed spec runs at once."""
     window: Window = Window()
     """Traffic window per run."""
     source: Source = Source()
