@@ -3,7 +3,8 @@
 A model whose one-row call takes less than the inline threshold runs on the
 event loop, since a thread hop would cost more than the call. Slower models run
 in a worker thread. With batching on, concurrent requests are joined into one
-call of at most max_batch_size rows, waiting at most max_latency_ms.
+call of at most max_batch_size rows (a larger request is a batch of its own),
+waiting at most max_latency_ms.
 """
 
 import asyncio
@@ -64,8 +65,11 @@ class Runner:
         return await future
 
     async def _collect(self, queue: "asyncio.Queue[_Pending]") -> None:
+        held: _Pending | None = None
+        """A request that would have made the last batch too large: it starts the next."""
         while True:
-            batch = [await queue.get()]
+            batch = [held or await queue.get()]
+            held = None
             size = len(batch[0].rows)
             deadline = asyncio.get_running_loop().time() + self.max_latency
             while size < self.max_batch_size:
@@ -79,6 +83,9 @@ class Runner:
                         else await asyncio.wait_for(queue.get(), timeout)
                     )
                 except (TimeoutError, asyncio.QueueEmpty):
+                    break
+                if size + len(item.rows) > self.max_batch_size:
+                    held = item
                     break
                 batch.append(item)
                 size += len(item.rows)
