@@ -24,9 +24,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  log "installing the project and its dev tools into .venv"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev,torch,onnx,mlflow]'
+  log "installing the project and its dev tools into .venv (a few minutes the first time)"
+  started=$SECONDS
+  # pip and setuptools talk a lot even when all is well: their output is shown on failure.
+  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[dev,torch,onnx,mlflow]'; } \
+      >.venv/install.log 2>&1; then
+    cat .venv/install.log >&2
+    log "pip install failed (log: .venv/install.log)"
+    exit 1
+  fi
+  log "installed in $((SECONDS - started)) s"
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 
