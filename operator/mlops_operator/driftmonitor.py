@@ -172,7 +172,7 @@ def status_of(
             {
                 "time": stamp,
                 "samples": report.samples,
-                "driftShare": report.drift_share,
+                "driftShare": round(report.drift_share, 4),
                 "datasetDrift": bool(report.dataset_drift),
             }
         )
@@ -199,7 +199,7 @@ def status_of(
             "lastRun": stamp,
             "samples": report.samples,
             "datasetDrift": report.dataset_drift,
-            "driftShare": None if report.insufficient_data else report.drift_share,
+            "driftShare": None if report.insufficient_data else round(report.drift_share, 4),
             "driftedFeatures": None if report.insufficient_data else report.drifted,
             "features": [_result(f) for f in features],
             "prediction": _result(report.prediction) if report.prediction else None,

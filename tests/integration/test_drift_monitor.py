@@ -252,7 +252,7 @@ def test_steady_traffic_is_no_drift_and_shifted_features_are_flagged(
     assert sorted(f["name"] for f in status["features"] if f["drifted"]) == list(SHIFTED)
     assert [f["drifted"] for f in status["features"]][:2] == [True, True]  # drifted first
     assert status["datasetDrift"] is True
-    assert status["driftShare"] == pytest.approx(2 / 6)
+    assert status["driftShare"] == 0.3333
     assert (status["prediction"]["method"], status["prediction"]["drifted"]) == (
         "jensenshannon",
         True,
@@ -263,7 +263,7 @@ def test_steady_traffic_is_no_drift_and_shifted_features_are_flagged(
     print(table)
     columns = {line.split()[0]: line.split()[1:] for line in table.splitlines()[1:]}
     assert columns["shifted"][:3] == ["shift", "stable", "true"]
-    assert float(columns["shifted"][3]) == pytest.approx(1 / 3)
+    assert float(columns["shifted"][3]) == 0.3333
     assert columns["shifted"][4] == "2"
     assert columns["steady"][:3] == ["shift", "stable", "false"]
     assert (float(columns["steady"][3]), columns["steady"][4]) == (0.0, "0")
