@@ -5,12 +5,14 @@ change, regenerate them with MLOPS_UPDATE_SNAPSHOTS=1 and read the diff.
 """
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from mlops_operator.api.common import DNS_LABEL
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec
 from mlops_operator.builders import (
     Owner,
@@ -137,12 +139,29 @@ def test_security_context_meets_restricted_pod_security() -> None:
     assert all("hostPath" not in volume for volume in pod["volumes"])
 
 
-@pytest.mark.parametrize("owner", ["a" * 40, "b" * 63])
-def test_child_names_stay_valid_dns_labels(owner: str) -> None:
-    name = child_name(owner, "canary")
+@pytest.mark.parametrize(
+    ("owner", "track", "hashed"),
+    [
+        ("iris", "stable", False),
+        ("a" * 56, "canary", False),  # 63 characters exactly
+        ("a" * 57, "canary", True),
+        ("b" * 63, "mirror", True),
+        ("fraud-" * 10 + "x", "stable", True),
+    ],
+)
+def test_child_names_are_dns_labels(owner: str, track: str, hashed: bool) -> None:
+    name = child_name(owner, track)
+    assert re.fullmatch(DNS_LABEL, name)
     assert len(name) <= 63
-    assert name.endswith("-canary")
-    assert child_name(owner, "canary") == name
+    assert name.endswith(f"-{track}")
+    assert (name != f"{owner}-{track}") is hashed
+
+
+def test_long_names_that_share_a_prefix_stay_distinct() -> None:
+    prefix = "fraud-detection-for-the-payments-team-in-europe-west-"
+    first, second = child_name(prefix + "one", "canary"), child_name(prefix + "two", "canary")
+    assert first != second
+    assert first[:40] == second[:40]  # the cut keeps the readable prefix
 
 
 def test_service_url() -> None:
