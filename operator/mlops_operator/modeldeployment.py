@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mlops_operator import kube
-from mlops_operator.api.modeldeployment import ModelDeploymentSpec, ModelRef
+from mlops_operator.api.modeldeployment import ModelDeploymentSpec, ModelRef, Traffic
 from mlops_operator.builders import (
     Owner,
     RenderConfig,
@@ -91,6 +91,30 @@ def resolve(
         secret_name=secret.get("name"),
         secret_key=secret.get("key"),
     )
+
+
+def ignored_fields(spec: ModelDeploymentSpec) -> list[str]:
+    """Fields of the API that this operator does not act on yet: only the stable
+    track is served, behind its own Service."""
+    ignored = []
+    if spec.canary is not None:
+        ignored.append("spec.canary")
+    if spec.mirror is not None:
+        ignored.append("spec.mirror")
+    if spec.traffic != Traffic():
+        ignored.append("spec.traffic")
+    return ignored
+
+
+def _ignored_condition(spec: ModelDeploymentSpec, generation: int | None) -> Object:
+    ignored = ignored_fields(spec)
+    message = (
+        f"{', '.join(ignored)}: not implemented yet, ignored; only the stable track is served"
+        if ignored
+        else ""
+    )
+    reason = "NotImplemented" if ignored else "AllFieldsServed"
+    return condition("FieldsIgnored", bool(ignored), reason, message, generation)
 
 
 def _track_status(
@@ -268,6 +292,7 @@ def publish(
                     why if stalled else "",
                     generation,
                 ),
+                _ignored_condition(spec, generation),
             ],
         ),
     }

@@ -1,6 +1,7 @@
 """The operator against the real control plane: ModelVersions verified and approved,
 ModelDeployments rendered, applied, repaired, collected, and honest in status."""
 
+import itertools
 import json
 import subprocess
 from pathlib import Path
@@ -93,6 +94,25 @@ def ready(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
     return None
 
 
+def test_fields_not_implemented_yet_are_said_to_be_ignored(
+    cluster: Cluster, namespace: str, operator: Operator, bundles: dict[str, tuple[Path, str]]
+) -> None:
+    create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
+    canary = {"version": "2", "steps": [{"setWeight": 20}]}
+    body = model_deployment("iris", canary=canary, traffic={"mode": "replicas"})
+    create(cluster, namespace, "modeldeployments", body)
+
+    def said() -> dict[str, Any] | None:
+        found = condition(get(cluster, "modeldeployments", namespace, "iris"), "FieldsIgnored")
+        return found if found and found["status"] == "True" else None
+
+    ignored = wait_until(said, "the FieldsIgnored condition", timeout=60)
+    assert ignored["reason"] == "NotImplemented"
+    assert ignored["message"] == (
+        "spec.canary, spec.traffic: not implemented yet, ignored; only the stable track is served"
+    )
+
+
 def test_model_deployed_and_ready(
     cluster: Cluster, namespace: str, operator: Operator, bundles: dict[str, tuple[Path, str]]
 ) -> None:
@@ -153,10 +173,24 @@ def test_model_deployed_and_ready(
         "wait", "--for=condition=Ready", "mdep/iris", "-n", namespace, "--timeout=30s"
     )
     assert "condition met" in waited.stdout
-    table = cluster.kubectl("get", "mdep", "iris", "-n", namespace).stdout
-    assert (
-        table.split("\n")[1].split()[:5] == ["iris", "iris", "1", "2/2", "Ready"] or "2/2" in table
-    )
+    header, row = cluster.kubectl("get", "mdep", "iris", "-n", namespace).stdout.splitlines()
+    assert header.split() == [
+        "NAME",
+        "MODEL",
+        "STABLE",
+        "CANARY",
+        "WEIGHT",
+        "READY",
+        "PHASE",
+        "AGE",
+    ]
+    # Columns are cut where the header's are: an empty one (no canary) is blank.
+    starts = [header.index(f"{name} ") for name in header.split()[:-1]] + [header.index("AGE")]
+    cells = [row[a:b].strip() for a, b in itertools.pairwise(starts)]
+    assert cells == ["iris", "iris", "1", "", "0", "2/2", "Ready"]
+    ignored = condition(mdep, "FieldsIgnored")
+    assert ignored is not None
+    assert (ignored["status"], ignored["reason"]) == ("False", "AllFieldsServed")
 
     mv = wait_until(
         lambda: (

@@ -287,11 +287,14 @@ class ModelDeploymentSpec(ApiModel):
     stable: ModelRef
     """The version serving most traffic."""
     canary: Canary | None = None
-    """A version being rolled out."""
+    """A version being rolled out. Not implemented yet: validated, then ignored (condition
+    FieldsIgnored)."""
     mirror: Mirror | None = None
-    """A version receiving a copy of traffic."""
+    """A version receiving a copy of traffic. Not implemented yet: validated, then ignored
+    (condition FieldsIgnored)."""
     traffic: Traffic = Traffic()
-    """Traffic splitting."""
+    """Traffic splitting. Not implemented yet: validated, then ignored (condition
+    FieldsIgnored); the stable track's Service takes all traffic."""
     replicas: Annotated[int, Field(ge=0, le=1000)] | None = None
     """Fixed replicas per track (default 1); exclusive with autoscaling."""
     autoscaling: Autoscaling | None = None
