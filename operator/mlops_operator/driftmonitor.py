@@ -133,7 +133,9 @@ def read_pods(
     port: int = SERVING_PORT,
 ) -> Window:
     """Every Ready pod of the track, at its pod IP, merged into one view; only pods
-    whose IP `may_dial` (the setting pod_networks) are read."""
+    whose IP `may_dial` (the setting pod_networks) are read. Mid-rollout, pods of two
+    model versions bin on different edges: only the pods that share the most common
+    profile are merged."""
     selector = f"{LABEL_DEPLOYMENT}={deployment},{LABEL_TRACK}={track}"
     addresses = [a for a in kube.ready_pod_ips(namespace, selector) if may_dial(a)]
     if not addresses:
@@ -144,11 +146,15 @@ def read_pods(
     views = [
         read_endpoint(f"http://{address}:{port}", since, token, timeout) for address in addresses
     ]
-    first = views[0].capture
-    windows = [w for view in views for w in view.capture["windows"]]
+    profile = max(
+        (view.profile for view in views),
+        key=lambda candidate: sum(view.profile == candidate for view in views),
+    )
+    alike = [view for view in views if view.profile == profile]
+    windows = [w for view in alike for w in view.capture["windows"]]
     reservoir = max((len(w.get("reservoir") or []) for w in windows), default=0)
-    merged = {**first, "windows": merge_windows(windows, reservoir)}
-    return Window(views[0].profile, merged)
+    merged = {**alike[0].capture, "windows": merge_windows(windows, reservoir)}
+    return Window(profile, merged)
 
 
 def engine_tests(spec: DriftMonitorSpec) -> Tests:

@@ -278,14 +278,16 @@ def test_gauges_follow_the_features_a_monitor_reports() -> None:
 
 
 def test_pods_source_merges_every_ready_pod(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two pods, as two servers on two loopback addresses at one port: their windows
-    add up, and the token reaches both."""
+    """Three pods, as servers on three loopback addresses at one port: the windows of
+    the two that share a profile add up, the third (another model version, mid-rollout)
+    is left out, and the token reaches all."""
     rng = np.random.default_rng(0)
     profile = build_profile({"a": rng.normal(size=3000), "b": rng.normal(size=3000)})
+    other = build_profile({"a": rng.normal(5, 1, 3000), "b": rng.normal(size=3000)})
     captures = []
-    for seed, shift in ((1, 0.0), (2, 1.0)):
+    for seed, shift in ((1, 0.0), (2, 1.0), (3, 0.0)):
         capture = Capture(
-            profile,
+            other if seed == 3 else profile,
             sample_rate=1,
             window_seconds=60,
             windows=5,
@@ -302,7 +304,7 @@ def test_pods_source_merges_every_ready_pod(monkeypatch: pytest.MonkeyPatch) -> 
             def do_GET(self) -> None:
                 seen_tokens.append(self.headers.get("Authorization"))
                 body = (
-                    profile.model_dump()
+                    capture.profile.model_dump()
                     if self.path == "/v2/profile"
                     else {
                         "features": ["a", "b"],
@@ -323,11 +325,12 @@ def test_pods_source_merges_every_ready_pod(monkeypatch: pytest.MonkeyPatch) -> 
     first = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler(captures[0]))
     port = first.server_address[1]
     second = http.server.ThreadingHTTPServer(("127.0.0.2", port), handler(captures[1]))
-    for server in (first, second):
+    third = http.server.ThreadingHTTPServer(("127.0.0.3", port), handler(captures[2]))
+    servers = (first, second, third)
+    for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setattr(
-        kube, "ready_pod_ips", lambda namespace, selector: ["127.0.0.1", "127.0.0.2"]
-    )
+    addresses = ["127.0.0.3", "127.0.0.1", "127.0.0.2"]
+    monkeypatch.setattr(kube, "ready_pod_ips", lambda namespace, selector: addresses)
     try:
         window = read_pods(
             "n", "d", "stable", since=0, token="t0k", timeout=5, may_dial=lambda _: True, port=port
@@ -335,12 +338,12 @@ def test_pods_source_merges_every_ready_pod(monkeypatch: pytest.MonkeyPatch) -> 
         with pytest.raises(SourceError, match=r"no Ready pod of d .* allowed pod networks"):
             read_pods("n", "d", "stable", since=0, token=None, timeout=5, may_dial=lambda _: False)
     finally:
-        for server in (first, second):
+        for server in servers:
             server.shutdown()
     ((merged),) = window.capture["windows"]
     assert merged["rows"] == 800
     assert len(merged["reservoir"]) == 200
-    assert seen_tokens == ["Bearer t0k"] * 4
+    assert seen_tokens == ["Bearer t0k"] * 6
     assert window.profile == profile
     drift = detect_capture_drift(window.profile, window.capture, tests=DriftTests("ks"), seed=0)
     assert [f.drifted for f in drift.features] == [True, True]  # half the traffic is shifted
