@@ -241,6 +241,13 @@ def object_lock(namespace: str, name: str) -> threading.Lock:
         return _locks.setdefault((namespace, name), threading.Lock())
 
 
+def forget_lock(namespace: str, name: str) -> None:
+    """Drop a deleted object's lock, so that the table does not grow with every object
+    ever seen. A reconcile still holding it finishes on its own."""
+    with _locks_guard:
+        _locks.pop((namespace, name), None)
+
+
 def may(
     *,
     user: str,

@@ -156,6 +156,8 @@ def _model_version(type: str | None, body: Body, key: Any, logger: Log) -> None:
         with lock, reconciling("ModelVersion"):
             modelversion.reconcile(dict(body), SETTINGS, reporter(body, logger))
         CHANGES.handled(body, key)
+    else:
+        kube.forget_lock(meta["namespace"], f"modelversions/{meta['name']}")
     namespace = meta["namespace"]
     for mdep in modeldeployment.following(
         dict(body), kube.list_custom(modeldeployment.PLURAL, namespace)
@@ -205,6 +207,7 @@ async def model_deployment(type: str | None, body: Body, logger: Log, **_: Any) 
     kube.DEPLOYMENTS.update(dict(body), deleted=type == "DELETED")
     if type == "DELETED":
         kube.LEDGER.forget(meta["namespace"], meta["name"])
+        kube.forget_lock(meta["namespace"], meta["name"])
         return
     if CHANGES.seen(body, meta.get("generation")):
         return  # an echo of our own status write
@@ -230,6 +233,7 @@ async def drift_monitor(type: str | None, body: Body, **_: Any) -> None:
     if type == "DELETED":
         TIMERS.plan(key, None)
         DRIFT.forget(meta["namespace"], meta["name"])
+        kube.forget_lock(meta["namespace"], f"{driftmonitor.PLURAL}/{meta['name']}")
         return
     TIMERS.plan(key, driftmonitor.due_in(dict(body), time.time()))
 

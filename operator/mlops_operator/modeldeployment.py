@@ -225,6 +225,8 @@ def refresh(
     finishes first). With neither there is nothing to report yet: the owner's own
     reconcile (always run on its creation or change, refused or not) writes it.
     """
+    if kube.DEPLOYMENTS.get(namespace, name) is None:
+        return  # deleted: taking its lock would bring back the lock its deletion dropped
     with kube.object_lock(namespace, name):
         mdep = kube.DEPLOYMENTS.get(namespace, name)
         stable = ((mdep or {}).get("status") or {}).get("tracks", {}).get("stable")
