@@ -4,8 +4,9 @@ ModelDeployments rendered, applied, repaired, collected, and honest in status.""
 import itertools
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client
@@ -17,6 +18,7 @@ from .kube import Cluster, iris_bundle, wait_until
 from .operator_fixture import Operator, condition, get
 
 pytestmark = pytest.mark.cluster
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +69,17 @@ def patch(cluster: Cluster, namespace: str, plural: str, name: str, body: dict[s
     )
 
 
-def deployment(cluster: Cluster, namespace: str, name: str) -> client.V1Deployment | None:
+def absent_as_none(read: Callable[[str, str], T], name: str, namespace: str) -> T | None:
     try:
-        return client.AppsV1Api(cluster.api).read_namespaced_deployment(name, namespace)
+        return read(name, namespace)
     except ApiException as error:
         if error.status == 404:
             return None
         raise
+
+
+def deployment(cluster: Cluster, namespace: str, name: str) -> client.V1Deployment | None:
+    return absent_as_none(client.AppsV1Api(cluster.api).read_namespaced_deployment, name, namespace)
 
 
 def env_of(found: client.V1Deployment) -> dict[str, str]:
@@ -148,10 +154,21 @@ def test_model_deployed_and_ready(
         "topology.kubernetes.io/zone",
         "kubernetes.io/hostname",
     }
-    service = client.CoreV1Api(cluster.api).read_namespaced_service("iris-stable", namespace)
+    # The children are applied one after another: the Deployment can come first alone.
+    service = wait_until(
+        lambda: absent_as_none(
+            client.CoreV1Api(cluster.api).read_namespaced_service, "iris-stable", namespace
+        ),
+        "the stable Service",
+    )
     assert service.spec.selector == {"mlops.dev/deployment": "iris", "mlops.dev/track": "stable"}
-    pdb = client.PolicyV1Api(cluster.api).read_namespaced_pod_disruption_budget(
-        "iris-stable", namespace
+    pdb = wait_until(
+        lambda: absent_as_none(
+            client.PolicyV1Api(cluster.api).read_namespaced_pod_disruption_budget,
+            "iris-stable",
+            namespace,
+        ),
+        "the stable PodDisruptionBudget",
     )
     assert pdb.spec.max_unavailable == 1
 
