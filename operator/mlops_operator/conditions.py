@@ -16,10 +16,13 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def condition(type_: str, ok: bool, reason: str, message: str, generation: int | None) -> Condition:
+def condition(
+    type_: str, ok: bool | None, reason: str, message: str, generation: int | None
+) -> Condition:
+    """A metav1.Condition; `ok` None is status Unknown."""
     return {
         "type": type_,
-        "status": "True" if ok else "False",
+        "status": "Unknown" if ok is None else "True" if ok else "False",
         "reason": reason,
         "message": message,
         "observedGeneration": generation,

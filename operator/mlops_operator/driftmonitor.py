@@ -26,9 +26,15 @@ from pydantic import ValidationError
 
 from mlops_operator import kube
 from mlops_operator.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, Retrain
-from mlops_operator.conditions import Reporter, merge
+from mlops_operator.conditions import Reporter, condition, merge
 from mlops_operator.constants import API_VERSION, GROUP, LABEL_DEPLOYMENT, LABEL_TRACK, SERVING_PORT
-from mlops_operator.drift import DriftReport, FeatureTest, Tests, detect_capture_drift
+from mlops_operator.drift import (
+    DriftReport,
+    FeatureDrift,
+    FeatureTest,
+    Tests,
+    detect_capture_drift,
+)
 from mlops_operator.metrics import DRIFT
 from mlops_operator.settings import OperatorSettings
 from mlops_serving.capture import merge_windows
@@ -221,7 +227,7 @@ def status_of(
     return written
 
 
-def _result(feature: Any) -> Object:
+def _result(feature: FeatureDrift) -> Object:
     return {
         "name": feature.name,
         "method": feature.method,
@@ -237,15 +243,15 @@ def drift_conditions(
 ) -> list[Object]:
     """Ready says whether the monitor can measure; DriftDetected what it measured."""
     if error is not None:
-        return [_condition("Ready", "False", "SourceUnreachable", error, generation)]
+        return [condition("Ready", False, "SourceUnreachable", error, generation)]
     assert report is not None  # noqa: S101 - either a report or an error
-    ready = _condition("Ready", "True", "Measured", "the last run read its window", generation)
+    ready = condition("Ready", True, "Measured", "the last run read its window", generation)
     if report.insufficient_data:
         return [
             ready,
-            _condition(
+            condition(
                 "DriftDetected",
-                "Unknown",
+                None,
                 "InsufficientData",
                 f"{report.samples} rows in the window: too few to judge",
                 generation,
@@ -259,18 +265,8 @@ def drift_conditions(
     )
     return [
         ready,
-        _condition("DriftDetected", "True" if drifted else "False", reason, message, generation),
+        condition("DriftDetected", drifted, reason, message, generation),
     ]
-
-
-def _condition(type_: str, status: str, reason: str, message: str, generation: int) -> Object:
-    return {
-        "type": type_,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "observedGeneration": generation,
-    }
 
 
 def sign(key: bytes, timestamp: int, body: bytes) -> str:

@@ -7,6 +7,7 @@ statistics and a sorted sample for an exact two-sample KS test; categorical
 features get their categories and counts. Pure numpy: no I/O.
 """
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -54,15 +55,7 @@ class FeatureProfile(BaseModel):
         if self.kind == "numeric":
             numeric = np.asarray(values, dtype=np.float64)
             return np.searchsorted(np.asarray(self.edges), numeric, side="left")
-        lookup = {c: i for i, c in enumerate(self.categories)}
-        other = len(self.categories)
-        values = np.asarray(values)
-        try:  # few distinct values (class labels, say): name each once
-            distinct, inverse = np.unique(values, return_inverse=True)
-        except TypeError:  # values that do not sort together (mixed objects)
-            return np.fromiter((lookup.get(str(v), other) for v in values), np.intp, len(values))
-        codes = np.fromiter((lookup.get(str(v), other) for v in distinct), np.intp, len(distinct))
-        return codes[inverse.reshape(-1)]
+        return category_codes(self.categories, values)
 
     @property
     def bins(self) -> int:
@@ -81,6 +74,19 @@ class Profile(BaseModel):
             if feature.name == name:
                 return feature
         raise KeyError(name)
+
+
+def category_codes(categories: Sequence[str], values: npt.ArrayLike) -> npt.NDArray[np.intp]:
+    """Each value's index in `categories` (compared as text), len(categories) for any other."""
+    lookup = {c: i for i, c in enumerate(categories)}
+    other = len(categories)
+    array = np.asarray(values)
+    try:  # few distinct values (class labels, say): name each once
+        distinct, inverse = np.unique(array, return_inverse=True)
+    except TypeError:  # values that do not sort together (mixed objects)
+        return np.fromiter((lookup.get(str(v), other) for v in array), np.intp, len(array))
+    codes = np.fromiter((lookup.get(str(v), other) for v in distinct), np.intp, len(distinct))
+    return codes[inverse.reshape(-1)]
 
 
 def is_numeric(values: npt.NDArray[Any]) -> bool:

@@ -18,7 +18,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from mlops_serving.profile import FeatureProfile, Profile, categories_of, numeric_edges
+from mlops_serving.profile import (
+    FeatureProfile,
+    Profile,
+    categories_of,
+    category_codes,
+    numeric_edges,
+)
 
 from . import stats
 from .stats import Counts, Floats
@@ -154,10 +160,8 @@ class FeatureReference:
         """Counts of raw values in this feature's bins."""
         if self.kind == "numeric":
             return stats.bin_counts(self.edges, stats.sorted_values(values))
-        lookup = {c: i for i, c in enumerate(self.categories)}
-        other = len(self.categories)
-        codes = [lookup.get(str(v), other) for v in np.asarray(values).tolist()]
-        return np.bincount(np.asarray(codes, np.intp), minlength=other + 1).astype(np.int64)
+        codes = category_codes(self.categories, values)
+        return np.bincount(codes, minlength=len(self.categories) + 1).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -332,7 +336,7 @@ def pool_reservoirs(
     taken = [
         rows[rng.choice(len(rows), size * seen // total, replace=False)] for rows, seen in parts
     ]
-    return np.concatenate(taken) if taken else np.empty((0, 0), dtype=object)
+    return np.concatenate(taken)
 
 
 @dataclass(frozen=True)
