@@ -113,18 +113,29 @@ def _get_json(url: str, token: str | None, timeout: float) -> Any:
         raise SourceError(f"GET {url}: not JSON") from None
 
 
+def _root(base: str) -> str:
+    return base.removesuffix("/").removesuffix("/v2/capture")
+
+
+def read_profile(base: str, token: str | None, timeout: float) -> Profile:
+    url = f"{_root(base)}/v2/profile"
+    try:
+        return Profile.model_validate(_get_json(url, token, timeout))
+    except ValidationError as error:
+        raise SourceError(f"GET {url}: not a profile: {error}") from None
+
+
+def read_capture(base: str, since: float, token: str | None, timeout: float) -> Mapping[str, Any]:
+    query = urllib.parse.urlencode({"since": f"{since:.3f}"})
+    capture = _get_json(f"{_root(base)}/v2/capture?{query}", token, timeout)
+    if not isinstance(capture, dict) or not isinstance(capture.get("windows"), list):
+        raise SourceError(f"GET {_root(base)}/v2/capture: not a capture view")
+    return capture
+
+
 def read_endpoint(base: str, since: float, token: str | None, timeout: float) -> Window:
     """Profile and capture of one serving endpoint (base URL, or its /v2/capture URL)."""
-    root = base.removesuffix("/").removesuffix("/v2/capture")
-    query = urllib.parse.urlencode({"since": f"{since:.3f}"})
-    try:
-        profile = Profile.model_validate(_get_json(f"{root}/v2/profile", token, timeout))
-    except ValidationError as error:
-        raise SourceError(f"GET {root}/v2/profile: not a profile: {error}") from None
-    capture = _get_json(f"{root}/v2/capture?{query}", token, timeout)
-    if not isinstance(capture, dict) or not isinstance(capture.get("windows"), list):
-        raise SourceError(f"GET {root}/v2/capture: not a capture view")
-    return Window(profile, capture)
+    return Window(read_profile(base, token, timeout), read_capture(base, since, token, timeout))
 
 
 def read_pods(
@@ -140,8 +151,8 @@ def read_pods(
 ) -> Window:
     """Every Ready pod of the track, at its pod IP, merged into one view; only pods
     whose IP `may_dial` (the setting pod_networks) are read. Mid-rollout, pods of two
-    model versions bin on different edges: only the pods that share the most common
-    profile are merged."""
+    model versions bin on different edges: only the pods that serve the most common
+    version are merged, and the profile is read from one of them."""
     selector = f"{LABEL_DEPLOYMENT}={deployment},{LABEL_TRACK}={track}"
     addresses = [a for a in kube.ready_pod_ips(namespace, selector) if may_dial(a)]
     if not addresses:
@@ -149,18 +160,15 @@ def read_pods(
             f"no Ready pod of {deployment} (track {track}) in the allowed pod networks "
             "to read capture from"
         )
-    views = [
-        read_endpoint(f"http://{address}:{port}", since, token, timeout) for address in addresses
-    ]
-    profile = max(
-        (view.profile for view in views),
-        key=lambda candidate: sum(view.profile == candidate for view in views),
-    )
-    alike = [view for view in views if view.profile == profile]
-    windows = [w for view in alike for w in view.capture["windows"]]
+    bases = [f"http://{address}:{port}" for address in addresses]
+    captures = [read_capture(base, since, token, timeout) for base in bases]
+    served = [(c.get("model"), c.get("version")) for c in captures]
+    common = max(served, key=served.count)
+    alike = [i for i, version in enumerate(served) if version == common]
+    windows = [w for i in alike for w in captures[i]["windows"]]
     reservoir = max((len(w.get("reservoir") or []) for w in windows), default=0)
-    merged = {**alike[0].capture, "windows": merge_windows(windows, reservoir)}
-    return Window(profile, merged)
+    merged = {**captures[alike[0]], "windows": merge_windows(windows, reservoir)}
+    return Window(read_profile(bases[alike[0]], token, timeout), merged)
 
 
 def engine_tests(spec: DriftMonitorSpec) -> Tests:

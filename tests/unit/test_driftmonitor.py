@@ -280,7 +280,8 @@ def test_gauges_follow_the_features_a_monitor_reports() -> None:
 def test_pods_source_merges_every_ready_pod(monkeypatch: pytest.MonkeyPatch) -> None:
     """Three pods, as servers on three loopback addresses at one port: the windows of
     the two that share a profile add up, the third (another model version, mid-rollout)
-    is left out, and the token reaches all."""
+    is left out, its profile is read once, from a pod of the version merged, and the
+    token goes with every request."""
     rng = np.random.default_rng(0)
     profile = build_profile({"a": rng.normal(size=3000), "b": rng.normal(size=3000)})
     other = build_profile({"a": rng.normal(5, 1, 3000), "b": rng.normal(size=3000)})
@@ -297,16 +298,21 @@ def test_pods_source_merges_every_ready_pod(monkeypatch: pytest.MonkeyPatch) -> 
         )
         capture.record(rng.normal(shift, 1, (400, 2)), None)
         captures.append(capture)
-    seen_tokens: list[str | None] = []
+    asked: list[tuple[str, str, str | None]] = []  # (pod, path, Authorization)
 
     def handler(capture: Capture) -> type[http.server.BaseHTTPRequestHandler]:
         class Pod(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                seen_tokens.append(self.headers.get("Authorization"))
+                path = self.path.partition("?")[0]
+                asked.append(
+                    (self.server.server_address[0], path, self.headers.get("Authorization"))
+                )
                 body = (
                     capture.profile.model_dump()
                     if self.path == "/v2/profile"
                     else {
+                        "model": "m",
+                        "version": "2" if capture.profile is other else "1",
                         "features": ["a", "b"],
                         "windows": capture.snapshot(),
                     }
@@ -343,7 +349,12 @@ def test_pods_source_merges_every_ready_pod(monkeypatch: pytest.MonkeyPatch) -> 
     ((merged),) = window.capture["windows"]
     assert merged["rows"] == 800
     assert len(merged["reservoir"]) == 200
-    assert seen_tokens == ["Bearer t0k"] * 6
+    assert sorted(asked) == [
+        ("127.0.0.1", "/v2/capture", "Bearer t0k"),
+        ("127.0.0.1", "/v2/profile", "Bearer t0k"),
+        ("127.0.0.2", "/v2/capture", "Bearer t0k"),
+        ("127.0.0.3", "/v2/capture", "Bearer t0k"),
+    ]
     assert window.profile == profile
     drift = detect_capture_drift(window.profile, window.capture, tests=DriftTests("ks"), seed=0)
     assert [f.drifted for f in drift.features] == [True, True]  # half the traffic is shifted
