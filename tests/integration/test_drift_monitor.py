@@ -60,7 +60,7 @@ def serve(built: tuple[Path, str], directory: Path, shifted: bool) -> tuple[str,
     port = free_port()
     process = subprocess.Popen(
         SERVE,
-        env=environment(built, directory, port),
+        env=environment(built, directory, port, MLOPS_SERVING_WORKERS="2"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
@@ -72,7 +72,16 @@ def serve(built: tuple[Path, str], directory: Path, shifted: bool) -> tuple[str,
             f"{base}/predict-batch", {"instances": rows(rng, 500, shifted).tolist()}
         )
         assert status == 200
+    # The two workers publish their windows to each other every 2 s: a read
+    # sooner than that may see only the rows of the worker that answers it.
+    wait_until(lambda: _captured(base) == 3000, f"all 3000 rows captured on {base}", timeout=30)
     return base, process
+
+
+def _captured(base: str) -> int:
+    status, view = call(f"{base}/v2/capture")
+    assert status == 200, view
+    return sum(int(w["rows"]) for w in view["windows"])
 
 
 def _ready(base: str) -> bool:
