@@ -296,10 +296,28 @@ def render_deployment(
             },
         },
     }
+    deployment["spec"]["template"]["spec"].update(_scheduling(spec))
     if spec.autoscaling is None:
         # With an HPA the replica count is the HPA's to set; applying one would fight it.
         deployment["spec"]["replicas"] = replicas_of(spec, config)
     return deployment
+
+
+def _scheduling(spec: ModelDeploymentSpec) -> Manifest:
+    """The pod spec's fields from spec.scheduling; only those the user set."""
+    scheduling = spec.scheduling
+    fields: Manifest = {}
+    if scheduling.node_selector:
+        fields["nodeSelector"] = dict(scheduling.node_selector)
+    if scheduling.tolerations:
+        fields["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in scheduling.tolerations
+        ]
+    if scheduling.affinity:
+        fields["affinity"] = scheduling.affinity
+    if scheduling.priority_class_name:
+        fields["priorityClassName"] = scheduling.priority_class_name
+    return fields
 
 
 def _probe(path: str, period: int, failures: int) -> Manifest:

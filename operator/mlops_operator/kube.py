@@ -8,6 +8,7 @@ that is interrupted and run again leaves the same objects.
 
 import base64
 import datetime
+import json
 import threading
 import time
 from functools import cache
@@ -85,18 +86,35 @@ def _collection(kind: str, namespace: str) -> str:
     return f"{prefix}/namespaces/{namespace}/{plural}"
 
 
+class RejectedError(Exception):
+    """The API server refused an object as invalid (400 or 422): sending it again cannot
+    help. The message is the server's, which names the field."""
+
+
 def apply(obj: Object) -> Object:
     """Server-side apply one child; our field manager wins conflicts (hand edits revert)."""
     meta = obj["metadata"]
     path = f"{_collection(obj['kind'], meta['namespace'])}/{meta['name']}"
-    applied: Object = _call(
-        "PATCH",
-        path,
-        body=obj,
-        query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-        content_type="application/apply-patch+yaml",
-    )
+    try:
+        applied: Object = _call(
+            "PATCH",
+            path,
+            body=obj,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
+    except ApiException as error:
+        if error.status not in (400, 422):
+            raise
+        raise RejectedError(_message(error)) from None
     return applied
+
+
+def _message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"{error.status} {error.reason}"
 
 
 CONTROLLERS = {"kube-controller-manager"}

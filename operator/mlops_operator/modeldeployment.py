@@ -169,7 +169,14 @@ def _reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> No
         _refuse(mdep, refusal, generation, report)
         return
     desired = render_track(spec, owner, "stable", stable, config)
-    applied = {obj["kind"]: kube.apply(obj) for obj in desired}
+    try:
+        applied = {obj["kind"]: kube.apply(obj) for obj in desired}
+    except kube.RejectedError as error:
+        # A child built from the spec was refused: the server's message names the field
+        # (spec.scheduling.affinity is checked there, not in the CRD). The status says so
+        # at once; the retries go on, as an admission policy may be lifted.
+        _refuse(mdep, RefusedError("ChildRejected", str(error)), generation, report)
+        raise
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
     for kind, child in kube.LEDGER.stale(namespace, name, wanted, fresh=not mdep.get("status")):
         kube.delete(kind, namespace, child)

@@ -287,6 +287,20 @@ INVALID: list[tuple[str, str, Mutation, str]] = [
     ),
     (
         "ModelDeployment",
+        "toleration Exists with a value",
+        setter(
+            "spec.scheduling", {"tolerations": [{"key": "gpu", "operator": "Exists", "value": "x"}]}
+        ),
+        "spec.scheduling.tolerations[0].value",
+    ),
+    (
+        "ModelDeployment",
+        "toleration without key or Exists",
+        setter("spec.scheduling", {"tolerations": [{"value": "x"}]}),
+        "spec.scheduling.tolerations[0].key",
+    ),
+    (
+        "ModelDeployment",
         "unknown traffic mode",
         setter("spec.traffic.mode", "mesh"),
         "spec.traffic.mode",

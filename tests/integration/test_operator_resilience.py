@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from mlops_operator.constants import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 
 from .kube import ROOT, Cluster, wait_until
-from .operator_fixture import Operator, start_operator, stop_operator
+from .operator_fixture import Operator, condition, get, start_operator, stop_operator
 from .test_operator import (  # noqa: F401
     bundles,
     create,
@@ -217,6 +217,9 @@ def test_a_refused_reconcile_is_retried_long_before_the_resync(
             timeout=60,
         )
         assert deployment(cluster, namespace, "held-stable") is None
+        ready = condition(get(cluster, "modeldeployments", namespace, "held"), "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "ChildRejected")
+        assert "refused for a while" in ready["message"]
         admission.delete_validating_admission_policy_binding(name)
         admission.delete_validating_admission_policy(name)
         wait_until(

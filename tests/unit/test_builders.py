@@ -72,6 +72,64 @@ def test_autoscaled_track_with_batching_auth_and_resources_snapshot() -> None:
     snapshot("stable-autoscaled", render_track(spec, OWNER, "stable", VERSION, CONFIG))
 
 
+GPU_AFFINITY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["a100"]}]}
+            ]
+        }
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("scheduling", "expected"),
+    [
+        ({}, {}),
+        ({"nodeSelector": {"pool": "gpu"}}, {"nodeSelector": {"pool": "gpu"}}),
+        (
+            {"tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}]},
+            {"tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}]},
+        ),
+        (
+            {
+                "tolerations": [
+                    {"key": "gpu", "value": "a100", "effect": "NoExecute", "tolerationSeconds": 30}
+                ],
+                "affinity": GPU_AFFINITY,
+                "priorityClassName": "serving-high",
+            },
+            {
+                "tolerations": [
+                    {"key": "gpu", "value": "a100", "effect": "NoExecute", "tolerationSeconds": 30}
+                ],
+                "affinity": GPU_AFFINITY,
+                "priorityClassName": "serving-high",
+            },
+        ),
+    ],
+)
+def test_scheduling_reaches_the_pod_spec_and_nothing_else_does(
+    scheduling: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {"model": "iris", "stable": {"version": "3"}, "scheduling": scheduling}
+    )
+    pod = render_track(spec, OWNER, "stable", VERSION, CONFIG)[0]["spec"]["template"]["spec"]
+    fields = ("nodeSelector", "tolerations", "affinity", "priorityClassName")
+    assert {k: pod[k] for k in fields if k in pod} == expected
+
+
+def test_a_toleration_with_an_unknown_effect_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"scheduling\.tolerations\.0\.effect"):
+        ModelDeploymentSpec.model_validate({
+            "model": "iris",
+            "stable": {"version": "3"},
+            "scheduling": {"tolerations": [{"key": "gpu", "effect": "Sometimes"}]},
+        })  # fmt: skip
+
+
 def test_pvc_artifact_is_mounted_read_only() -> None:
     spec = ModelDeploymentSpec.model_validate({"model": "iris", "stable": {"version": "3"}})
     pvc = ResolvedVersion(

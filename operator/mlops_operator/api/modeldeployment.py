@@ -1,6 +1,6 @@
 """ModelDeployment: serve a model's versions on stable, canary and mirror tracks."""
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -243,6 +243,54 @@ class Serving(ApiModel):
     """A bearer token required on inference routes; health and metrics stay open."""
 
 
+class Toleration(ApiModel):
+    """A core/v1 Toleration: lets the pods run on nodes with a matching taint."""
+
+    model_config = rules(
+        cel(
+            "!has(self.operator) || self.operator != 'Exists' || !has(self.value)",
+            "a toleration with operator Exists takes no value",
+            ".value",
+        ),
+        cel(
+            "has(self.key) || (has(self.operator) && self.operator == 'Exists')",
+            "a toleration without a key needs operator Exists",
+            ".key",
+        ),
+    )
+
+    key: Annotated[str, Field(min_length=1, max_length=317)] | None = None
+    """The taint key; empty with operator Exists matches every taint."""
+    operator: Literal["Exists", "Equal"] | None = None
+    """Equal (the default) matches the value; Exists any value."""
+    value: Annotated[str, Field(max_length=63)] | None = None
+    """The taint value, for operator Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """The taint effect to tolerate; every effect when unset."""
+    toleration_seconds: Annotated[int, Field(ge=0)] | None = None
+    """How long a NoExecute taint is tolerated before eviction."""
+
+
+class Scheduling(ApiModel):
+    """Where the serving pods may run: GPU nodes, dedicated pools, their priority."""
+
+    node_selector: Annotated[dict[str, ShortText], Field(max_length=32)] | None = None
+    """Node labels a pod's node must have."""
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
+    """Taints the pods tolerate."""
+    affinity: (
+        Annotated[
+            dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+        ]
+        | None
+    ) = None
+    """A core/v1 Affinity (nodeAffinity, podAffinity, podAntiAffinity). The API server
+    checks it when the operator writes the Deployment; a rejection is the condition
+    Ready=False, reason ChildRejected, with the server's message (retried with backoff)."""
+    priority_class_name: ObjectName | None = None
+    """A PriorityClass for the serving pods."""
+
+
 class ModelDeploymentSpec(ApiModel):
     """Serve spec.model: a stable track, and optionally a canary and a mirror."""
 
@@ -307,6 +355,8 @@ class ModelDeploymentSpec(ApiModel):
     """Extra environment for the serving container."""
     serving: Serving = Serving()
     """Batching, capture and auth of the serving process."""
+    scheduling: Scheduling = Scheduling()
+    """Node selection, tolerations, affinity and priority of every track's pods."""
     require_approval: bool = False
     """Refuse ModelVersions whose approval state is not Approved."""
 
