@@ -50,6 +50,10 @@ from mlops_serving import bundle
 from mlops_serving.digest import file_digest
 
 ROOT = Path(__file__).resolve().parent.parent
+ON_KWOK = {
+    "nodeSelector": {"type": "kwok"},
+    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+}
 
 
 def sh(*args: str) -> str:
@@ -292,7 +296,8 @@ def measure(
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ModelDeployment",
             "metadata": {"name": f"m{index:03d}", "namespace": namespace},
-            "spec": {"model": "iris", "stable": {"version": "1"}},
+            # kwok's nodes: 200 deployments' pods need not run.
+            "spec": {"model": "iris", "stable": {"version": "1"}, "scheduling": ON_KWOK},
         }
 
     def create(index: int) -> None:

@@ -58,7 +58,8 @@ build_kubernetes() {
   done
   (cd "$d" && go build -ldflags "$ld" -o "$TOOLS_BIN/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
 }
 
 build_etcd() {
@@ -89,6 +90,6 @@ total=$SECONDS
 build etcd etcd
 build kwok kwok
 build helm helm
-build kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl
+build kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy
 log "all tools ready in $((SECONDS - total)) s: $TOOLS_BIN"
 echo "$TOOLS_BIN"

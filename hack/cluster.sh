@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# A real local Kubernetes control plane on loopback: etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, and kwok managing fake nodes.
+# A real local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kwok managing fake nodes, and one real node (hack/node.sh) where
+# pods really run the project's images.
 #
-#   hack/cluster.sh up          build the tools if needed, start everything, wait until ready
-#   hack/cluster.sh down        stop what `up` started (by pid file); --purge also deletes its state
-#   hack/cluster.sh status      which components run, and the kubeconfig path
+#   hack/cluster.sh up          build the tools if needed, start everything, wait until ready;
+#                               --no-real-node: the kwok nodes only (no kubelet, no bridge)
+#   hack/cluster.sh down        stop what `up` started and remove what it made; --purge also
+#                               deletes its state (certificates, etcd, containerd's images)
+#   hack/cluster.sh status      which components run, the real node, the kubeconfig path
 #   hack/cluster.sh kubeconfig  print the admin kubeconfig path
 #   hack/cluster.sh env         print `export PATH=... KUBECONFIG=...` for eval
 #   hack/cluster.sh bin         print the directory holding kubectl, helm and the rest
 #
-# Nothing listens beyond 127.0.0.1. Pods on the kwok nodes get fake IPs and
-# Services get virtual ClusterIPs: nothing serves there, so never dial them.
+# Nothing listens beyond loopback and the plane's own bridge (mlops0, 10.245.0.1/24),
+# where the API server, the real node's pods and kube-proxy's ClusterIPs live. The
+# kwok nodes are tainted kwok.x-k8s.io/node=fake:NoSchedule; their pods get fake IPs
+# in 10.244.0.0/16, where nothing serves: never dial them.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -19,11 +24,11 @@ PKI="$STATE/pki" PIDS="$STATE/pids" LOGS="$STATE/logs"
 KUBECONFIG_PATH="$STATE/admin.kubeconfig"
 ETCD_PORT="${MLOPS_ETCD_PORT:-12379}"
 APISERVER_PORT="${MLOPS_APISERVER_PORT:-16443}"
-SERVER="https://127.0.0.1:$APISERVER_PORT"
 SERVICE_CIDR=10.96.0.0/16
 POD_CIDR=10.244.0.0/16
 NODES=(kwok-node-0 kwok-node-1)
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+MODE_FILE="$STATE/real-node"
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -38,12 +43,27 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   done
 }
 
-start() {  # start NAME ARGS...: run a component detached, unless it already runs
-  local name=$1; shift
+start_bin() {  # start_bin NAME PATH ARGS...: run a component detached, unless it already runs
+  local name=$1 path=$2; shift 2
   if pid_of "$name" >/dev/null; then log "$name already running"; return; fi
-  setsid "$TOOLS_BIN/$name" "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+  setsid "$path" "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$PIDS/$name.pid"
   log "$name started (pid $!)"
+}
+
+start() { start_bin "$1" "$TOOLS_BIN/$1" "${@:2}"; }
+
+stop_component() {  # stop_component NAME: by its pid file; SIGKILL after 5 s
+  local name=$1 pid
+  if pid=$(pid_of "$name"); then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    # A restarted containerd must not meet its predecessor on the socket.
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    log "$name stopped"
+  fi
+  rm -f "$PIDS/$name.pid"
 }
 
 gen_cert() {  # gen_cert NAME CN [O] [SANS]: a key and a CA-signed cert, once
@@ -92,8 +112,12 @@ make_pki() {
   fi
   [ -f "$PKI/sa.key" ] || { openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
                             openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null; }
+  # Certificates from before the bridge address was a SAN are made again.
+  if [ -f "$PKI/apiserver.crt" ] && ! openssl x509 -in "$PKI/apiserver.crt" -noout -text | grep -q "IP Address:$GATEWAY"; then
+    rm -f "$PKI/apiserver.crt" "$PKI/apiserver.key"
+  fi
   gen_cert apiserver kube-apiserver "" \
-    "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    "IP:127.0.0.1,IP:$GATEWAY,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   gen_cert admin kubernetes-admin system:masters
   gen_cert controller-manager system:kube-controller-manager
   gen_cert scheduler system:kube-scheduler
@@ -101,6 +125,9 @@ make_pki() {
   write_kubeconfig "$KUBECONFIG_PATH" admin
   for c in controller-manager scheduler kwok; do write_kubeconfig "$STATE/$c.kubeconfig" "$c"; done
 }
+
+# shellcheck source=hack/node.sh
+. "$HACK_DIR/node.sh"
 
 kubectl_() { "$TOOLS_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 apiserver_ready() { curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "$SERVER/readyz"; }
@@ -122,6 +149,9 @@ metadata:
     node-role.kubernetes.io/agent: ""
     type: kwok
     topology.kubernetes.io/zone: zone-${n##*-}
+spec:
+  # Only pods that ask for a kwok node land here: the rest run on the real node.
+  taints: [{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}]
 status:
   allocatable: {cpu: "1000", memory: 4Ti, pods: "2000"}
   capacity: {cpu: "1000", memory: 4Ti, pods: "2000"}
@@ -134,10 +164,28 @@ nodes_ready() {
 }
 
 up() {
-  local start=$SECONDS
+  local start=$SECONDS real=1 bind=127.0.0.1 node_flags=()
+  [ "${1:-}" = --no-real-node ] && real=0
+  if pid_of kube-apiserver >/dev/null && [ "$(cat "$MODE_FILE" 2>/dev/null || echo 0)" != "$real" ]; then
+    die "the plane runs $( [ "$real" = 1 ] && echo without || echo with ) the real node: run down first"
+  fi
   "$HACK_DIR/build-tools.sh" >/dev/null
   mkdir -p "$PIDS" "$LOGS" "$STATE/etcd"
+  echo "$real" >"$MODE_FILE"
+  if [ "$real" = 1 ]; then
+    # The API server lives on the bridge, so that pods reach it through the
+    # `kubernetes` Service; it answers there alone, not on 127.0.0.1.
+    bridge_up
+    bind=$GATEWAY
+    node_flags=(--endpoint-reconciler-type=lease --kubelet-preferred-address-types=InternalIP
+      --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt"
+      --kubelet-client-key="$PKI/apiserver-kubelet-client.key")
+  else
+    node_flags=(--endpoint-reconciler-type=none)
+  fi
+  SERVER="https://$bind:$APISERVER_PORT"
   make_pki
+  [ "$real" = 1 ] && node_pki
   start etcd --name=mlops-local --data-dir="$STATE/etcd" \
     --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls=http://127.0.0.1:$((ETCD_PORT + 1)) \
@@ -147,13 +195,13 @@ up() {
     --quota-backend-bytes=4294967296 --unsafe-no-fsync
   wait_for 30 etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health"
   start kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    --bind-address="$bind" --advertise-address="$bind" --secure-port="$APISERVER_PORT" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" --authorization-mode=Node,RBAC --allow-privileged=true \
-    --endpoint-reconciler-type=none --profiling=false
+    "${node_flags[@]}" --profiling=false
   wait_for 90 kube-apiserver apiserver_ready
   start kube-controller-manager --kubeconfig="$STATE/controller-manager.kubeconfig" \
     --authentication-kubeconfig="$STATE/controller-manager.kubeconfig" \
@@ -174,21 +222,15 @@ up() {
   create_nodes
   wait_for 60 "kwok nodes Ready" nodes_ready
   wait_for 60 "default ServiceAccount" kubectl_ get serviceaccount default -n default
+  [ "$real" = 1 ] && node_up
   log "ready in $((SECONDS - start)) s; KUBECONFIG=$KUBECONFIG_PATH"
 }
 
 down() {
-  local i name pid
-  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-    name=${COMPONENTS[i]}
-    if pid=$(pid_of "$name"); then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      log "$name stopped"
-    fi
-    rm -f "$PIDS/$name.pid"
-  done
+  local i
+  # The node goes first, while the API server can still see its pods go.
+  if [ "$(cat "$MODE_FILE" 2>/dev/null || echo 0)" = 1 ]; then node_down; fi
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop_component "${COMPONENTS[i]}"; done
   if [ "${1:-}" = --purge ]; then rm -rf "$STATE"; log "state removed"; fi
 }
 
@@ -197,17 +239,22 @@ status() {
   for name in "${COMPONENTS[@]}"; do
     if pid=$(pid_of "$name"); then echo "$name: running (pid $pid)"; else echo "$name: stopped"; rc=1; fi
   done
+  if [ "$(cat "$MODE_FILE" 2>/dev/null || echo 0)" = 1 ]; then
+    node_status || rc=1
+  else
+    echo "real node: none (up --no-real-node)"
+  fi
   echo "kubeconfig: $KUBECONFIG_PATH"
   echo "tools: $TOOLS_BIN"
   return $rc
 }
 
 case "${1:-}" in
-  up) up ;;
+  up) shift; up "$@" ;;
   down) shift; down "$@" ;;
   status) status ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
   bin) echo "$TOOLS_BIN" ;;
   env) echo "export PATH=\"$TOOLS_BIN:\$PATH\" KUBECONFIG=\"$KUBECONFIG_PATH\"" ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -66,31 +66,57 @@ podman_base() {
     "$tarball" "$BASE" >/dev/null
 }
 
+# A hash of everything a build reads: the Dockerfile, the files it copies, the base
+# and the build arguments. An image labelled with the same hash is not built again.
+inputs() {
+  local dockerfile=$1 base=$2
+  {
+    echo "base=$base extras=${EXTRAS:-}"
+    cd "$ROOT" && find "$dockerfile" pyproject.toml README.md serving_image/mlops_serving \
+      operator/mlops_operator -type f ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum
+  } | sha256sum | cut -c1-32
+}
+
 build() {
   local name="${1:-serving}" start=$SECONDS dockerfile
   case "$name" in
-    serving) dockerfile="$ROOT/serving_image/Dockerfile" ;;
-    operator) dockerfile="$ROOT/operator/Dockerfile" ;;
+    serving) dockerfile=serving_image/Dockerfile ;;
+    operator) dockerfile=operator/Dockerfile ;;
     *) echo "unknown image $name: serving or operator" >&2; exit 2 ;;
   esac
-  local image="${IMAGE:-localhost/mlops-$name:test}"
-  case "$(engine)" in
+  local image="${IMAGE:-localhost/mlops-$name:test}" eng key before
+  eng=$(engine)
+  if [ "$eng" = podman ]; then
+    install_podman
+    containers_conf
+    mkdir -p "$IMAGE_CACHE"
+    podman_base
+    key=$(inputs "$dockerfile" "$(podman image inspect --format '{{.Id}}' "$BASE")")
+  else
+    key=$(inputs "$dockerfile" python:3.11-slim)
+  fi
+  before=$("$eng" image inspect --format '{{.Id}} {{index .Config.Labels "dev.mlops.inputs"}}' "$image" 2>/dev/null || true)
+  if [ "${before#* }" = "$key" ]; then
+    log "$image is up to date (inputs $key)"
+    return
+  fi
+  case "$eng" in
     docker)
-      docker build -f "$dockerfile" -t "$image" "$ROOT" >&2
+      docker build --label "dev.mlops.inputs=$key" --build-arg EXTRAS="${EXTRAS:-}" \
+        -f "$ROOT/$dockerfile" -t "$image" "$ROOT" >&2
       ;;
     podman)
-      install_podman
-      containers_conf
-      mkdir -p "$IMAGE_CACHE"
-      podman_base
       # The host's CA bundle is lent to the build for pip's downloads; it is not copied in.
-      podman build --isolation chroot --network host \
+      podman build --isolation chroot --network host --layers=false \
         -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
-        --build-arg PYTHON_IMAGE="$BASE" -f "$dockerfile" -t "$image" \
+        --label "dev.mlops.inputs=$key" --build-arg EXTRAS="${EXTRAS:-}" \
+        --build-arg PYTHON_IMAGE="$BASE" -f "$ROOT/$dockerfile" -t "$image" \
         "$ROOT" >"$IMAGE_CACHE/build-$name.log" 2>&1 || { tail -30 "$IMAGE_CACHE/build-$name.log" >&2; exit 1; }
       ;;
   esac
-  log "built $image with $(engine) in $((SECONDS - start)) s"
+  # The build it replaces, now untagged, would only fill the disk.
+  [ -n "$before" ] && "$eng" rmi "${before%% *}" >/dev/null 2>&1 || true
+  log "built $image with $eng in $((SECONDS - start)) s (inputs $key)"
 }
 
 case "${1:-}" in

@@ -7,8 +7,12 @@ cd "$ROOT"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 missing=()
-# wrk is for hack/bench_serving.py
-for tool in openssl curl git wrk; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+# wrk is for hack/bench_serving.py; containerd, runc, the CNI plugins, iptables and gcc
+# (for the pod sandbox's program) are the local plane's real node (hack/node.sh).
+for tool in openssl curl git wrk containerd runc iptables gcc; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]} from Debian"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kubernetes import client
 from sklearn.datasets import load_iris
@@ -81,6 +81,15 @@ def wait_until(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+ON_KWOK: dict[str, Any] = {
+    "nodeSelector": {"type": "kwok"},
+    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+}
+"""spec.scheduling (and the pod spec fields) that put pods on the local plane's kwok
+nodes: for tests of API behaviour, whose pods need not run. Pods without it land on
+the real node, which runs them."""
 
 
 def namespace_name(test_name: str) -> str:

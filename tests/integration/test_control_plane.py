@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from .kube import ROOT, Cluster, wait_until
+from .kube import ON_KWOK, ROOT, Cluster, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -36,6 +36,15 @@ def restricted_container(name: str = "app") -> client.V1Container:
     )
 
 
+def kwok_pod_spec(*containers: client.V1Container) -> client.V1PodSpec:
+    """A pod spec for the kwok nodes: these tests are about the API, not running pods."""
+    return client.V1PodSpec(
+        containers=list(containers),
+        node_selector=ON_KWOK["nodeSelector"],
+        tolerations=[client.V1Toleration(**t) for t in ON_KWOK["tolerations"]],
+    )
+
+
 def test_deployment_becomes_ready_on_kwok_nodes_and_is_garbage_collected(
     cluster: Cluster, namespace: str
 ) -> None:
@@ -50,7 +59,7 @@ def test_deployment_becomes_ready_on_kwok_nodes_and_is_garbage_collected(
                 selector=client.V1LabelSelector(match_labels=labels),
                 template=client.V1PodTemplateSpec(
                     metadata=client.V1ObjectMeta(labels=labels),
-                    spec=client.V1PodSpec(containers=[restricted_container()]),
+                    spec=kwok_pod_spec(restricted_container()),
                 ),
             ),
         ),
@@ -132,7 +141,7 @@ def test_podsecurity_restricted_rejects_privileged_pod(cluster: Cluster, namespa
 
     compliant = client.V1Pod(
         metadata=client.V1ObjectMeta(name="compliant"),
-        spec=client.V1PodSpec(containers=[restricted_container()]),
+        spec=kwok_pod_spec(restricted_container()),
     )
     core.create_namespaced_pod(namespace, compliant)
     wait_until(

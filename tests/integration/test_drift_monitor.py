@@ -26,7 +26,7 @@ from mlops_operator.constants import GROUP, VERSION
 from mlops_serving import bundle
 from mlops_serving.digest import file_digest
 
-from .kube import Cluster, wait_until
+from .kube import ON_KWOK, Cluster, wait_until
 from .operator_fixture import Operator, condition, custom, get, start_operator, stop_operator
 from .test_serving_process import SERVE, call, environment, free_port
 
@@ -171,7 +171,7 @@ def registered(cluster: Cluster, namespace: str, built: tuple[Path, str]) -> Non
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ModelDeployment",
             "metadata": {"name": "shift"},
-            "spec": {"model": "shift", "stable": {"version": "1"}},
+            "spec": {"model": "shift", "stable": {"version": "1"}, "scheduling": ON_KWOK},
         },
     )
     wait_until(

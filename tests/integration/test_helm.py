@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .kube import ROOT, Cluster, iris_bundle, wait_until
+from .kube import ON_KWOK, ROOT, Cluster, iris_bundle, wait_until
 from .operator_fixture import condition, get, start_operator, stop_operator
 from .test_image import built_image, engine
 from .test_operator import create, model_deployment, model_version, ready
@@ -80,6 +80,9 @@ def release(cluster: Cluster, crds: None, sole_operator: None) -> Iterator[tuple
         "--set", f"watchNamespaces={{{models}}}",
         "--set", "webhook.enabled=false",
         "--set", "image.repository=localhost/mlops-operator", "--set", "image.tag=test",
+        # On kwok: these tests run the operator as a process, with the chart's identity.
+        "--set-json", f"nodeSelector={json.dumps(ON_KWOK['nodeSelector'])}",
+        "--set-json", f"tolerations={json.dumps(ON_KWOK['tolerations'])}",
     )  # fmt: skip
     try:
         yield system, models

@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from mlops_operator.constants import GROUP, VERSION
 
-from .kube import Cluster, iris_bundle, wait_until
+from .kube import ON_KWOK, Cluster, iris_bundle, wait_until
 from .operator_fixture import Operator, condition, get
 
 pytestmark = pytest.mark.cluster
@@ -53,7 +53,7 @@ def model_deployment(name: str, **spec: Any) -> dict[str, Any]:
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ModelDeployment",
         "metadata": {"name": name},
-        "spec": {"model": "iris", "stable": {"version": "1"}, **spec},
+        "spec": {"model": "iris", "stable": {"version": "1"}, "scheduling": ON_KWOK, **spec},
     }
 
 
