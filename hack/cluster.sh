@@ -84,7 +84,7 @@ gen_cert() {  # gen_cert NAME CN [O] [SANS]: a key and a CA-signed cert, once
 }
 
 write_kubeconfig() {  # write_kubeconfig FILE CERT_NAME
-  cat >"$1" <<KC
+  write_if_changed "$1" <<KC
 apiVersion: v1
 kind: Config
 clusters:

@@ -89,9 +89,18 @@ guard_up() {
   done
 }
 
+# kube-proxy exits when its configuration file is rewritten, even with the same
+# content: an `up` on a running plane (after a component died) must leave it be.
+write_if_changed() {  # write_if_changed FILE < CONTENT
+  local new
+  new=$(cat)
+  [ -f "$1" ] && [ "$(cat "$1")" = "$new" ] && return
+  printf '%s\n' "$new" >"$1.partial" && mv "$1.partial" "$1"
+}
+
 node_configs() {
   mkdir -p "$NODE/containerd" "$NODE/cni" "$NODE/kubelet" "$NODE/pod-logs"
-  cat >"$NODE/containerd/config.toml" <<EOF
+  write_if_changed "$NODE/containerd/config.toml" <<EOF
 version = 2
 root = "$CONTAINERD_ROOT"
 state = "$NODE/containerd/state"
@@ -117,7 +126,7 @@ state = "$NODE/containerd/state"
     bin_dir = "/usr/lib/cni"
     conf_dir = "$NODE/cni"
 EOF
-  cat >"$NODE/cni/10-mlops.conflist" <<EOF
+  write_if_changed "$NODE/cni/10-mlops.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "mlops",
@@ -137,8 +146,8 @@ EOF
 }
 EOF
   # Pods resolve nothing: no resolver of the host's reaches them.
-  echo "options ndots:1" >"$NODE/resolv.conf"
-  cat >"$NODE/kubelet.yaml" <<EOF
+  echo "options ndots:1" | write_if_changed "$NODE/resolv.conf"
+  write_if_changed "$NODE/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $GATEWAY
@@ -166,7 +175,7 @@ serializeImagePulls: false
 rotateCertificates: false
 nodeStatusReportFrequency: 10s
 EOF
-  cat >"$NODE/kube-proxy.yaml" <<EOF
+  write_if_changed "$NODE/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $NODE/kube-proxy.kubeconfig}

@@ -6,19 +6,33 @@ and stopped afterwards. Without one the tests skip, unless
 MLOPS_REQUIRE_CLUSTER=1 (as in CI), where they fail.
 """
 
+import functools
+import http.server
+import ipaddress
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from mlops_operator.api import RESOURCES
 from mlops_operator.constants import GROUP
 
-from .kube import ROOT, Cluster, cluster_required, namespace_name, wait_until
+from .kube import (
+    REAL_NODE,
+    ROOT,
+    Cluster,
+    cluster_required,
+    iris_bundle,
+    namespace_name,
+    wait_until,
+)
 
 CLUSTER_SH = ROOT / "hack" / "cluster.sh"
 
@@ -90,6 +104,55 @@ def crds(cluster: Cluster) -> None:
             "wait", "--for=condition=Established", "--timeout=60s",
             f"crd/{resource.plural}.{GROUP}",
         )  # fmt: skip
+
+
+def _no_real_node(reason: str) -> None:
+    if os.environ.get("MLOPS_REQUIRE_REAL_NODE") == "1":
+        pytest.fail(f"MLOPS_REQUIRE_REAL_NODE=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def bridge(cluster: Cluster) -> ipaddress.IPv4Interface:
+    """The real node's address on the plane's bridge, with the pods' subnet. Tests that
+    need pods that really run take it; without a real node they skip, unless
+    MLOPS_REQUIRE_REAL_NODE=1 (CI)."""
+    try:
+        node = client.CoreV1Api(cluster.api).read_node(REAL_NODE)
+    except ApiException as error:
+        _no_real_node(f"no real node {REAL_NODE} ({error.reason}): hack/cluster.sh up starts one")
+    ready = [c for c in node.status.conditions or [] if c.type == "Ready"]
+    if not ready or ready[0].status != "True":
+        _no_real_node(f"the real node {REAL_NODE} is not Ready")
+    (address,) = [a.address for a in node.status.addresses if a.type == "InternalIP"]
+    return ipaddress.IPv4Interface(f"{address}/24")
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *_: Any) -> None:
+        return
+
+
+@pytest.fixture(scope="session")
+def store(
+    bridge: ipaddress.IPv4Interface, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, str]]:
+    """An artifact store: a folder served over HTTP on the bridge, where the operator
+    and the real node's pods fetch from. The folder, and its base URL."""
+    folder = tmp_path_factory.mktemp("store")
+    handler = functools.partial(_Quiet, directory=str(folder))
+    server = http.server.ThreadingHTTPServer((str(bridge.ip), 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://{bridge.ip}:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def artifact(store: tuple[Path, str]) -> tuple[str, str]:
+    """A real iris bundle in the store: its URI and digest."""
+    folder, base = store
+    _, digest = iris_bundle(folder / "iris-1.tar.gz")
+    return f"{base}/iris-1.tar.gz", digest
 
 
 from .operator_fixture import operator, sole_operator  # noqa: E402, F401 - shared fixtures

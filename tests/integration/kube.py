@@ -83,6 +83,9 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
+REAL_NODE = "mlops-node-0"
+IMAGE = "localhost/mlops-serving:test"
+"""The serving image as hack/cluster.sh imports it into the real node's containerd."""
 ON_KWOK: dict[str, Any] = {
     "nodeSelector": {"type": "kwok"},
     "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],

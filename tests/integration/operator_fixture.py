@@ -71,8 +71,8 @@ def start_operator(
         "MLOPS_RESYNC_SECONDS": "10",
         "MLOPS_SERVING_IMAGE": "registry.example/mlops-serving:test",
         # kwok's pods get addresses where nothing listens: a DriftMonitor reading
-        # pods (as the sample does) must never dial them.
-        "MLOPS_POD_NETWORKS": '["127.0.0.0/8"]',
+        # pods (as the sample does) may dial loopback and the real node's pods only.
+        "MLOPS_POD_NETWORKS": '["127.0.0.0/8", "10.245.0.0/24"]',
         **extra,
     }
     operator = Operator(

@@ -1,13 +1,14 @@
 """DriftMonitor against the real control plane, reading real serving processes.
 
-The monitors read `mlops-serve` processes on 127.0.0.1 through source `url`: the
-same routes (/v2/profile, /v2/capture) that source `pods` reads at pod IPs, which
-needs pods that really run (kwok's only look Running)."""
+Most monitors read `mlops-serve` processes on 127.0.0.1 through source `url` (the
+same routes, /v2/profile and /v2/capture, that source `pods` reads at pod IPs); the
+last test reads the pods of a ModelDeployment on the local plane's real node."""
 
 import hashlib
 import hmac
 import http.server
 import json
+import shutil
 import subprocess
 import threading
 import urllib.request
@@ -26,7 +27,7 @@ from mlops_operator.constants import GROUP, VERSION
 from mlops_serving import bundle
 from mlops_serving.digest import file_digest
 
-from .kube import ON_KWOK, Cluster, wait_until
+from .kube import IMAGE, ON_KWOK, Cluster, wait_until
 from .operator_fixture import Operator, condition, custom, get, start_operator, stop_operator
 from .test_serving_process import SERVE, call, environment, free_port
 
@@ -143,8 +144,15 @@ def create(cluster: Cluster, namespace: str, plural: str, body: dict[str, Any]) 
     custom(cluster).create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
 
 
-def registered(cluster: Cluster, namespace: str, built: tuple[Path, str]) -> None:
-    """The model registered and deployed (on kwok: its pods only look Running)."""
+def registered(
+    cluster: Cluster,
+    namespace: str,
+    built: tuple[Path, str],
+    uri: str | None = None,
+    **deployment: Any,
+) -> None:
+    """The model registered (from `uri`, or the file) and deployed: on kwok, where its
+    pods only look Running, unless `deployment` says otherwise."""
     path, digest = built
     create(
         cluster,
@@ -158,7 +166,7 @@ def registered(cluster: Cluster, namespace: str, built: tuple[Path, str]) -> Non
                 "model": "shift",
                 "version": "1",
                 "framework": "sklearn",
-                "artifact": {"uri": f"file://{path}", "digest": digest},
+                "artifact": {"uri": uri or f"file://{path}", "digest": digest},
                 "lineage": {"runId": "run-42", "datasetUri": "s3://data/shift.parquet"},
             },
         },
@@ -171,7 +179,12 @@ def registered(cluster: Cluster, namespace: str, built: tuple[Path, str]) -> Non
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ModelDeployment",
             "metadata": {"name": "shift"},
-            "spec": {"model": "shift", "stable": {"version": "1"}, "scheduling": ON_KWOK},
+            "spec": {
+                "model": "shift",
+                "stable": {"version": "1"},
+                "scheduling": ON_KWOK,
+                **deployment,
+            },
         },
     )
     wait_until(
@@ -413,3 +426,50 @@ def test_retraining_starts_once_per_cooldown_across_restarts(
         assert len(status["history"]) == 3
     finally:
         stop_operator(registered_operator)
+
+
+def test_pods_source_reads_every_real_pod_of_the_track(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    built: tuple[Path, str],
+    store: tuple[Path, str],
+) -> None:
+    """Source `pods` (the default): two real serving pods on the real node, each fed half
+    of the shifted traffic; the monitor reads both at their pod IPs and merges them."""
+    path, _ = built
+    folder, base = store
+    shutil.copyfile(path, folder / path.name)
+    registered(
+        cluster, namespace, built, f"{base}/{path.name}", image=IMAGE, replicas=2, scheduling={}
+    )
+    wait_until(
+        lambda: (
+            (c := condition(get(cluster, "modeldeployments", namespace, "shift"), "Ready"))
+            and c["status"] == "True"
+        ),
+        "ModelDeployment shift Ready on the real node",
+        timeout=120,
+    )
+    pods = client.CoreV1Api(cluster.api).list_namespaced_pod(
+        namespace, label_selector="mlops.dev/deployment=shift"
+    )
+    bases = [f"http://{p.status.pod_ip}:8080" for p in pods.items]
+    assert len(bases) == 2
+    rng = np.random.default_rng(3)
+    for pod_base in bases:  # half the traffic each, so the verdict needs both
+        for _ in range(3):
+            batch = {"instances": rows(rng, 500, shifted=True).tolist()}
+            status, answer = call(f"{pod_base}/predict-batch", batch)
+            assert status == 200, answer
+    for pod_base in bases:
+        wait_until(lambda b=pod_base: _captured(b) == 1500, f"1500 rows on {pod_base}")  # type: ignore[misc]
+
+    body = monitor("live", "unused")
+    body["spec"]["source"] = {"type": "pods"}
+    create(cluster, namespace, "driftmonitors", body)
+    live = wait_until(lambda: judged(cluster, namespace, "live"), "live judged", timeout=60)
+    assert condition(live, "Ready")["status"] == "True", live["status"]
+    assert condition(live, "DriftDetected")["status"] == "True", live["status"]
+    assert live["status"]["samples"] == 3000
+    assert sorted(f["name"] for f in live["status"]["features"] if f["drifted"]) == list(SHIFTED)

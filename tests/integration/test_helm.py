@@ -3,11 +3,13 @@ PodSecurity `restricted`, and its RBAC is enough and no more: the operator, run
 with a token of the chart's ServiceAccount, deploys a model in the namespace it
 watches, and that account can do nothing in the others.
 
-The operator runs as a process here (kwok's nodes run no containers), with the
-chart's identity, while the session's operator is stopped.
+Most tests run the operator as a process (or a container) here with the chart's
+identity, while the session's operator is stopped; the last runs it in-cluster from
+the chart, as a real pod on the real node.
 """
 
 import base64
+import ipaddress
 import json
 import secrets
 from collections.abc import Callable, Iterator
@@ -16,11 +18,12 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
-from .kube import ON_KWOK, ROOT, Cluster, iris_bundle, wait_until
+from .kube import IMAGE, ON_KWOK, REAL_NODE, ROOT, Cluster, iris_bundle, wait_until
 from .operator_fixture import condition, get, start_operator, stop_operator
 from .test_image import built_image, engine
-from .test_operator import create, model_deployment, model_version, ready
+from .test_operator import create, deployment, model_deployment, model_version, patch, ready
 from .test_serving_process import free_port
 
 pytestmark = pytest.mark.cluster
@@ -68,8 +71,9 @@ def operator_image() -> str:
     return built_image("operator")
 
 
-@pytest.fixture
-def release(cluster: Cluster, crds: None, sole_operator: None) -> Iterator[tuple[str, str]]:
+def installed(cluster: Cluster, *values: str) -> Iterator[tuple[str, str]]:
+    """The chart installed in a fresh system namespace (PodSecurity `restricted`),
+    watching a fresh models namespace; uninstalled afterwards."""
     suffix = secrets.token_hex(3)
     system, models = f"mlops-system-{suffix}", f"models-{suffix}"
     for name in (system, models):
@@ -80,15 +84,32 @@ def release(cluster: Cluster, crds: None, sole_operator: None) -> Iterator[tuple
         "--set", f"watchNamespaces={{{models}}}",
         "--set", "webhook.enabled=false",
         "--set", "image.repository=localhost/mlops-operator", "--set", "image.tag=test",
-        # On kwok: these tests run the operator as a process, with the chart's identity.
-        "--set-json", f"nodeSelector={json.dumps(ON_KWOK['nodeSelector'])}",
-        "--set-json", f"tolerations={json.dumps(ON_KWOK['tolerations'])}",
+        *values,
     )  # fmt: skip
     try:
         yield system, models
     finally:
         cluster.helm("uninstall", "mlops-operator", "-n", system, check=False)
         cluster.kubectl("delete", "namespace", system, models, "--wait=false", check=False)
+
+
+@pytest.fixture
+def release(cluster: Cluster, crds: None, sole_operator: None) -> Iterator[tuple[str, str]]:
+    """The chart's operator parked on kwok: these tests run the operator as a process
+    (or a container here) with the chart's identity."""
+    yield from installed(
+        cluster,
+        "--set-json", f"nodeSelector={json.dumps(ON_KWOK['nodeSelector'])}",
+        "--set-json", f"tolerations={json.dumps(ON_KWOK['tolerations'])}",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def release_in_cluster(
+    cluster: Cluster, crds: None, sole_operator: None, bridge: ipaddress.IPv4Interface
+) -> Iterator[tuple[str, str]]:
+    """The chart's operator as a real pod on the real node, deploying the serving image."""
+    yield from installed(cluster, "--set", f"servingImage={IMAGE}")
 
 
 def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
@@ -219,3 +240,66 @@ def test_operator_image_runs_with_the_charts_identity(
         assert "Forbidden" not in logs.stdout + logs.stderr
     finally:
         engine("rm", "--force", name)
+
+
+def operator_pod(cluster: Cluster, system: str) -> client.V1Pod | None:
+    pods = client.CoreV1Api(cluster.api).list_namespaced_pod(
+        system, label_selector="app.kubernetes.io/name=mlops-operator"
+    )
+    running = [
+        p
+        for p in pods.items
+        if p.metadata.deletion_timestamp is None
+        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+    ]
+    return running[0] if running else None
+
+
+def test_operator_runs_in_cluster_from_the_chart_and_survives_its_pod(
+    cluster: Cluster,
+    release_in_cluster: tuple[str, str],
+    artifact: tuple[str, str],
+) -> None:
+    """The chart's operator, a real pod with the chart's ServiceAccount and nothing
+    else, reaches the API through the kubernetes Service and deploys a model whose
+    pods really run; its pod killed, the Deployment replaces it and reconciling goes on."""
+    system, models = release_in_cluster
+    cluster.kubectl(
+        "wait", "deployment/mlops-operator", "-n", system,
+        "--for=condition=Available", "--timeout=120s",
+    )  # fmt: skip
+    first = wait_until(lambda: operator_pod(cluster, system), "the operator's pod Ready")
+    assert first.spec.node_name == REAL_NODE
+    assert first.spec.service_account_name == "mlops-operator"
+    uri, digest = artifact
+    version = model_version("1", (Path(), digest), artifact={"uri": uri, "digest": digest})
+    create(cluster, models, "modelversions", version)
+    create(cluster, models, "modeldeployments", model_deployment("iris", scheduling={}))
+
+    def logs() -> str:
+        return cluster.kubectl("logs", "-n", system, "deploy/mlops-operator").stdout[-2000:]
+
+    try:
+        wait_until(lambda: ready(cluster, models, "iris"), "iris Ready", timeout=120)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; operator log: {logs()}") from None
+    assert "Forbidden" not in logs()
+
+    cluster.kubectl(
+        "delete", "pod", "-n", system, str(first.metadata.name), "--grace-period=0", "--force"
+    )
+    second = wait_until(
+        lambda: (p := operator_pod(cluster, system)) and p.metadata.uid != first.metadata.uid and p,
+        "a new operator pod, Ready",
+        timeout=120,
+    )
+    assert second.spec.node_name == REAL_NODE
+    patch(cluster, models, "modeldeployments", "iris", {"spec": {"replicas": 2}})
+    wait_until(
+        lambda: (
+            (d := deployment(cluster, models, "iris-stable")) is not None
+            and d.status.ready_replicas == 2
+        ),
+        "the new operator pod to scale iris to 2 ready replicas",
+        timeout=120,
+    )

@@ -1,20 +1,15 @@
 """Artifacts the operator cannot reach (pvc://) are verified by the serving pod's
 `verify` init container, and its verdict reaches the ModelVersion's status.
 
-kwok's nodes run no containers, so this test does the node's part: it runs the
-init container's own command (`mlops-serve verify`, with the pod's environment)
-as a real process on this machine, with a directory standing in for the claim's
-mount, and reports its exit code and termination message in the pod's status as
-a kubelet would. Everything after that is the operator's work.
+Everything happens for real on the local plane's real node: the claim is bound to a
+hostPath PersistentVolume made by the test, the kubelet runs the init container, and
+its exit code and termination message are the kubelet's report.
 """
 
+import ipaddress
 import json
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from mlops_serving import bundle
 from mlops_serving.digest import file_digest
 
-from .kube import Cluster, wait_until
+from .kube import IMAGE, Cluster, wait_until
 from .operator_fixture import Operator, condition, get
 from .test_operator import create, model_deployment, model_version
 
@@ -47,6 +42,8 @@ def claim_root(tmp_path: Path) -> Path:
     shutil.copyfile(good, tampered)
     with tampered.open("ab") as handle:
         handle.write(b"\0")
+    for path in (root / CLAIM, *(root / CLAIM).iterdir()):  # the pods' user reads them
+        path.chmod(0o755)
     return root
 
 
@@ -83,72 +80,12 @@ def bound_claim(cluster: Cluster, namespace: str, claim_root: Path) -> Iterator[
     cluster.kubectl("delete", "pv", f"{namespace}-models", "--wait=false")
 
 
-Pod = dict[str, Any]
-
-
-def run_verify_step(pod: Pod, root: Path, work: Path) -> tuple[int, str]:
-    """The pod's init container, run as a process here; (exit code, termination message)."""
-    (container,) = pod["spec"]["initContainers"]
-    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    work.mkdir(parents=True, exist_ok=True)
-    report = work / "termination-log"
-    env.update(
-        MLOPS_SERVING_PVC_ROOT=str(root),  # where the kubelet would mount the claim
-        MLOPS_SERVING_CACHE_DIR=str(work / "cache"),
-        MLOPS_SERVING_REPORT_FILE=str(report),
+def serving_pods(cluster: Cluster, namespace: str, owner: str) -> list[client.V1Pod]:
+    return list(
+        client.CoreV1Api(cluster.api)
+        .list_namespaced_pod(namespace, label_selector=f"mlops.dev/deployment={owner}")
+        .items
     )
-    assert container["args"] == ["verify"]
-    done = subprocess.run(
-        [sys.executable, "-m", "mlops_serving.serve", *container["args"]],
-        env={"PATH": os.environ["PATH"], **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    return done.returncode, report.read_text()
-
-
-def report_termination(cluster: Cluster, namespace: str, pod: Pod, code: int, message: str) -> None:
-    """Write the init container's end into the pod's status, as the kubelet does."""
-    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    (container,) = pod["spec"]["initContainers"]
-    client.CoreV1Api(cluster.api).patch_namespaced_pod_status(
-        pod["metadata"]["name"],
-        namespace,
-        {
-            "status": {
-                "initContainerStatuses": [
-                    {
-                        "name": container["name"],
-                        "image": container["image"],
-                        "imageID": "",
-                        "ready": code == 0,
-                        "restartCount": 0,
-                        "state": {
-                            "terminated": {
-                                "exitCode": code,
-                                "reason": "Completed" if code == 0 else "Error",
-                                "message": message,
-                                "startedAt": stamp,
-                                "finishedAt": stamp,
-                            }
-                        },
-                    }
-                ]
-            }
-        },
-    )
-
-
-def serving_pod(cluster: Cluster, namespace: str, owner: str) -> Pod | None:
-    """The track's pod once it is scheduled, as JSON."""
-    pods = client.CoreV1Api(cluster.api).list_namespaced_pod(
-        namespace, label_selector=f"mlops.dev/deployment={owner}"
-    )
-    scheduled = [p for p in pods.items if p.spec.node_name]
-    found: Pod | None = cluster.api.sanitize_for_serialization(scheduled[0]) if scheduled else None
-    return found
 
 
 def deploy(cluster: Cluster, namespace: str, version: str, digest: str) -> None:
@@ -157,7 +94,10 @@ def deploy(cluster: Cluster, namespace: str, version: str, digest: str) -> None:
     mv = model_version(version, (Path("unused"), digest))
     mv["spec"]["artifact"]["uri"] = uri
     create(cluster, namespace, "modelversions", mv)
-    mdep = model_deployment(f"iris-v{version}", stable={"version": version})
+    # On the real node, whose kubelet runs the verify init container for real.
+    mdep = model_deployment(
+        f"iris-v{version}", stable={"version": version}, image=IMAGE, scheduling={}
+    )
     create(cluster, namespace, "modeldeployments", mdep)
 
 
@@ -168,7 +108,11 @@ def artifact_verified(cluster: Cluster, namespace: str, name: str, status: str) 
 
 
 def test_pod_verdicts_reach_the_model_version(
-    cluster: Cluster, namespace: str, operator: Operator, bound_claim: Path, tmp_path: Path
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    bridge: ipaddress.IPv4Interface,
+    bound_claim: Path,
 ) -> None:
     claim_root = bound_claim
     pinned = file_digest(claim_root / CLAIM / "iris-1.tar.gz")
@@ -180,19 +124,6 @@ def test_pod_verdicts_reach_the_model_version(
         "iris-1 waiting for its pod's verdict",
     )
     assert condition(pending, "ArtifactVerified")["reason"] == "VerifiedByPod"
-
-    verdicts = {}
-    for version in ("1", "2"):
-        pod = wait_until(
-            lambda v=version: serving_pod(cluster, namespace, f"iris-v{v}"),  # type: ignore[misc]
-            f"a pod of iris-v{version}",
-        )
-        code, message = run_verify_step(pod, claim_root, tmp_path / version)
-        verdicts[version] = (code, json.loads(message))
-        report_termination(cluster, namespace, pod, code, message)
-    assert verdicts["1"][0] == 0
-    assert verdicts["1"][1]["digest"] == pinned
-    assert verdicts["2"][0] == 1
 
     good = wait_until(
         lambda: artifact_verified(cluster, namespace, "iris-1", "True"),
@@ -225,6 +156,16 @@ def test_pod_verdicts_reach_the_model_version(
         "iris-v2 to refuse the rejected artifact",
     )
     assert "iris-2" in condition(mdep, "Ready")["message"]
+    # The tampered pod's init container failed for real, and the pod never served.
+    (pod,) = serving_pods(cluster, namespace, "iris-v2")
+    (verify,) = pod.status.init_container_statuses or []
+    ended = verify.state.terminated or verify.last_state.terminated
+    assert ended is not None
+    assert ended.exit_code == 1
+    assert "does not match the pinned" in str(ended.message)
+    assert not any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+    (serving,) = pod.status.container_statuses or []
+    assert serving.state.running is None
     reasons = cluster.kubectl(
         "get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}"
     ).stdout.split()

@@ -9,73 +9,26 @@ up --no-real-node`, or a cluster of one's own) they skip, unless
 MLOPS_REQUIRE_REAL_NODE=1 (CI).
 """
 
-import functools
-import http.server
 import ipaddress
 import json
-import os
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from mlops_operator.constants import LABEL_DEPLOYMENT
 
-from .kube import Cluster, iris_bundle, wait_until
+from .kube import IMAGE, REAL_NODE, Cluster, wait_until
 from .operator_fixture import Operator, condition, get
 from .test_operator import create, model_deployment, model_version
 
 pytestmark = pytest.mark.cluster
 
-NODE = "mlops-node-0"
-IMAGE = "localhost/mlops-serving:test"
 SETOSA, VIRGINICA = [5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("MLOPS_REQUIRE_REAL_NODE") == "1":
-        pytest.fail(f"MLOPS_REQUIRE_REAL_NODE=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def bridge(cluster: Cluster) -> ipaddress.IPv4Interface:
-    """The real node's address on the plane's bridge, with the pods' subnet."""
-    try:
-        node = client.CoreV1Api(cluster.api).read_node(NODE)
-    except ApiException as error:
-        _unavailable(f"no real node {NODE} ({error.reason}): hack/cluster.sh up starts one")
-    ready = [c for c in node.status.conditions or [] if c.type == "Ready"]
-    if not ready or ready[0].status != "True":
-        _unavailable(f"the real node {NODE} is not Ready")
-    (address,) = [a.address for a in node.status.addresses if a.type == "InternalIP"]
-    return ipaddress.IPv4Interface(f"{address}/24")
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *_: Any) -> None:
-        return
-
-
-@pytest.fixture(scope="module")
-def artifact(
-    bridge: ipaddress.IPv4Interface, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, str]]:
-    """A real bundle served over HTTP on the bridge: its URI and digest."""
-    folder = tmp_path_factory.mktemp("artifacts")
-    _, digest = iris_bundle(folder / "iris-1.tar.gz")
-    handler = functools.partial(_Quiet, directory=str(folder))
-    server = http.server.ThreadingHTTPServer((str(bridge.ip), 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://{bridge.ip}:{server.server_address[1]}/iris-1.tar.gz", digest
-    server.shutdown()
 
 
 @pytest.fixture
@@ -172,7 +125,7 @@ def test_pods_run_the_serving_image_and_answer_through_the_service(
     assert len(pods) == 2
     addresses = [str(each.status.pod_ip) for each in pods]
     for each, address in zip(pods, addresses, strict=True):
-        assert each.spec.node_name == NODE
+        assert each.spec.node_name == REAL_NODE
         assert ipaddress.IPv4Address(address) in bridge.network
         (serving,) = each.status.container_statuses or []
         assert (serving.ready, serving.started, serving.restart_count) == (True, True, 0)
