@@ -84,7 +84,7 @@ class State:
         self.bundle = bundle
         self.name = settings.model_name or manifest.name
         self.version = settings.model_version or manifest.version
-        self.features = Features(manifest)
+        self.features = Features(manifest, settings.max_rows)
         sample = _sample_rows(bundle.profile, self.features)
         inline = time_call(bundle.model, sample[:1]) * 1000 < settings.inline_threshold_ms
         self.runner = Runner(bundle.model, inline, settings.max_batch_size, settings.max_latency_ms)
@@ -327,6 +327,12 @@ class Handlers:
         except RequestError as error:
             code = error.status
             return _error(error.status, error.message, field=error.field)
+        except Exception:
+            # A request this server failed to check: a bug, counted as the 500 it is.
+            request_id = uuid.uuid4().hex
+            log.exception("error on a request (request %s)", request_id)
+            code = 500
+            return _error(500, "the server failed on this request", requestId=request_id)
         finally:
             metrics.in_flight.dec()
             metrics.observe(route, code, time.perf_counter() - start)

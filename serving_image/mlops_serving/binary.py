@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from .requests import DATATYPES, RequestError
+from .requests import DATATYPES, RequestError, checked_shape
 
 HEADER = "inference-header-content-length"
 LENGTH = struct.Struct("<I")
@@ -26,7 +26,8 @@ LENGTH = struct.Struct("<I")
 
 def split(body: bytes, header: str) -> Any:
     """The JSON part of a binary request, with each binary input's data decoded in place."""
-    if not header.isdigit() or not 0 < int(header) <= len(body):
+    # str.isdigit also holds for "²" and other digits int() refuses.
+    if not (header.isascii() and header.isdigit()) or not 0 < int(header) <= len(body):
         raise RequestError(
             400,
             "Inference-Header-Content-Length",
@@ -72,8 +73,9 @@ def _decode(tensor: dict[str, Any], raw: bytes, field: str) -> npt.NDArray[Any]:
                            f"must be one of {', '.join(DATATYPES)}")  # fmt: skip
     if datatype == "BYTES":
         return _decode_bytes(raw, field)
+    shape = checked_shape(shape, field.replace("parameters.binary_data_size", "shape"))
     dtype = _wire_dtype(datatype)
-    count = math.prod(shape) if isinstance(shape, list) and shape else -1
+    count = math.prod(shape)
     if len(raw) != count * dtype.itemsize:
         raise RequestError(
             422,

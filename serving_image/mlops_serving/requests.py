@@ -43,7 +43,10 @@ class RequestError(Exception):
 class Features:
     """The model's input columns, and how to build a matrix from requests."""
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, max_rows: int = 10_000) -> None:
+        self.max_rows = max_rows
+        """Most rows in one request: more would hold the event loop (and the liveness
+        probe behind it) for seconds. Checked before the rows are built."""
         self.names = manifest.features
         self.index = {name: i for i, name in enumerate(self.names)}
         datatypes = {t.name: t.datatype for t in manifest.signature.inputs}
@@ -101,18 +104,14 @@ class Features:
         instances = payload["instances"]
         if not instances:
             raise RequestError(422, "instances", "must hold at least one row")
+        self._within_limit(len(instances), "instances")
         return self.matrix(
             [self.row(r, f"instances[{i}]") for i, r in enumerate(instances)], "instances"
         )
 
     def from_infer(self, payload: Any) -> npt.NDArray[Any]:
         """OIP v2 inputs: one [N, F] tensor, or one [N] (or [N, 1]) tensor per feature."""
-        if not isinstance(payload, dict):
-            raise RequestError(422, "body", "must be a JSON object")
-        inputs = payload.get("inputs")
-        if not isinstance(inputs, list) or not inputs:
-            raise RequestError(422, "inputs", "required: a non-empty list of tensors")
-        tensors = [self._tensor(t, f"inputs[{i}]") for i, t in enumerate(inputs)]
+        tensors = self._tensors(payload)
         if len(tensors) == 1 and tensors[0][1].ndim == 2 and tensors[0][0] not in self.index:
             name, array = tensors[0]
             if array.shape[1] != len(self.names):
@@ -146,6 +145,29 @@ class Features:
             "inputs",
         )
 
+    def _tensors(self, payload: Any) -> list[tuple[str, npt.NDArray[Any]]]:
+        """The request's named input tensors, each checked on its own."""
+        if not isinstance(payload, dict):
+            raise RequestError(422, "body", "must be a JSON object")
+        inputs = payload.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            raise RequestError(422, "inputs", "required: a non-empty list of tensors")
+        for i, tensor in enumerate(inputs):
+            shape = tensor.get("shape") if isinstance(tensor, dict) else None
+            if isinstance(shape, list) and shape and isinstance(shape[0], int):
+                self._within_limit(shape[0], f"inputs[{i}].shape")
+        tensors = [self._tensor(t, f"inputs[{i}]") for i, t in enumerate(inputs)]
+        for i, (_, tensor) in enumerate(tensors):
+            if self.numeric and tensor.dtype == object:
+                raise RequestError(
+                    422, f"inputs[{i}].datatype", "BYTES, but this model's features are numeric"
+                )
+        return tensors
+
+    def _within_limit(self, rows: int, field: str) -> None:
+        if rows > self.max_rows:
+            raise RequestError(413, field, f"{rows} rows; at most {self.max_rows} in one request")
+
     def _checked(self, array: npt.NDArray[Any], field: str) -> npt.NDArray[Any]:
         if self.numeric and not np.isfinite(array).all():
             raise RequestError(422, f"{field}.data", "values must be finite numbers")
@@ -158,12 +180,7 @@ class Features:
         name, shape, datatype, data = (tensor.get(k) for k in ("name", "shape", "datatype", "data"))
         if not isinstance(name, str) or not name:
             raise RequestError(422, f"{field}.name", "required: a non-empty string")
-        if (
-            not isinstance(shape, list)
-            or not shape
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-        ):
-            raise RequestError(422, f"{field}.shape", "required: a list of non-negative integers")
+        shape = checked_shape(shape, f"{field}.shape")
         if datatype not in DATATYPES:
             raise RequestError(422, f"{field}.datatype", f"must be one of {', '.join(DATATYPES)}")
         if isinstance(data, np.ndarray):  # decoded from the binary extension (binary.py)
@@ -181,6 +198,23 @@ class Features:
         if array.size == 0:
             raise RequestError(422, f"{field}.shape", "must hold at least one row")
         return name, array.reshape(shape)
+
+
+MAX_DIMS = 2
+"""[N, F] for all features, [N] or [N, 1] for one: no tabular input has more."""
+
+
+def checked_shape(shape: Any, field: str) -> list[int]:
+    """A tensor's shape: at most MAX_DIMS non-negative integers."""
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise RequestError(422, field, "required: a list of non-negative integers")
+    if len(shape) > MAX_DIMS:
+        raise RequestError(422, field, f"{len(shape)} dimensions; inputs are [N, F], [N] or [N, 1]")
+    return shape
 
 
 ALLOWED_KINDS = (

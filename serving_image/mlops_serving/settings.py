@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +40,8 @@ class ServingSettings(BaseSettings):
     """If set, inference routes require `Authorization: Bearer <token in this file>`."""
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Largest accepted request body; larger ones get 413."""
+    max_rows: int = Field(default=10_000, ge=1)
+    """Most rows in one request; more get 413, before they are parsed into a matrix."""
     max_batch_size: int = Field(default=0, ge=0, le=4096)
     """Dynamic batching: most rows per model call (0 disables batching)."""
     max_latency_ms: float = Field(default=2.0, ge=0, le=1000)
@@ -56,3 +58,18 @@ class ServingSettings(BaseSettings):
     """Raw rows kept per window in a uniform reservoir sample."""
     log_level: str = "info"
     """uvicorn log level."""
+
+    @field_validator("auth_token_file")
+    @classmethod
+    def _holds_a_token(cls, path: Path | None) -> Path | None:
+        """An empty file would make `Bearer ` with nothing after it the token: refuse to
+        start rather than serve behind a token anyone can send."""
+        if path is None:
+            return None
+        try:
+            token = path.read_text().strip()
+        except OSError as error:
+            raise ValueError(f"cannot read the token file: {error.strerror}") from None
+        if not token:
+            raise ValueError("the token file is empty")
+        return path

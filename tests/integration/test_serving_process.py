@@ -180,6 +180,20 @@ def test_missing_settings_are_named(tmp_path: Path) -> None:
     assert "model_uri" in result.stderr
 
 
+def test_an_empty_token_file_refuses_to_start(built: tuple[Path, str], tmp_path: Path) -> None:
+    """Otherwise `Authorization: Bearer ` with nothing after it would be the token."""
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    port = free_port()
+    env = environment(built, tmp_path, port, MLOPS_SERVING_AUTH_TOKEN_FILE=str(empty))
+    result = subprocess.run(SERVE, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "auth_token_file" in result.stderr
+    assert "the token file is empty" in result.stderr
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):
+        call(f"http://127.0.0.1:{port}/v2/health/live")
+
+
 def test_triton_client_speaks_binary_tensors_with_the_server(server: str) -> None:
     """NVIDIA's own OIP client (tritonclient.http) sends and reads binary tensor data."""
     frame, _ = load_iris(return_X_y=True, as_frame=True)

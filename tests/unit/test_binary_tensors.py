@@ -107,21 +107,33 @@ ROW = np.array([5.1, 3.5, 1.4, 0.2], "<f8").tobytes()
         ({"inputs": [tensor(32, datatype="FP128")]}, ROW, None, 422, "inputs[0].datatype"),
         ({"inputs": [tensor(32, shape=[2, 4])]}, ROW, None, 422,
          "inputs[0].parameters.binary_data_size"),
+        # "²" (as latin-1, the bytes of a header) passes str.isdigit; int() refuses it.
+        ({"inputs": [tensor(32)]}, ROW, b"\xb2", 400, "Inference-Header-Content-Length"),
+        ({"inputs": [tensor(32, shape=[1.5, 4])]}, ROW, None, 422, "inputs[0].shape"),
+        ({"inputs": [tensor(32, shape=["1", 4])]}, ROW, None, 422, "inputs[0].shape"),
+        ({"inputs": [tensor(32, shape=[1] * 65 + [4])]}, ROW, None, 422, "inputs[0].shape"),
+        ({"inputs": [tensor(32, shape=[1, 1, 4])]}, ROW, None, 422, "inputs[0].shape"),
+        # Text sent to a model of numeric features.
+        ({"inputs": [tensor(28, datatype="BYTES")]}, (struct.pack("<I", 3) + b"red") * 4, None,
+         422, "inputs[0].datatype"),
     ],
 )  # fmt: skip
 async def test_inconsistent_binary_requests_name_the_field(
     client_for: ClientFactory,
     header: dict[str, Any],
     blob: bytes,
-    length: str | None,
+    length: str | bytes | None,
     status: int,
     field: str,
 ) -> None:
     body, headers = binary_request(header, blob)
+    sent = {k.lower().encode(): v.encode() for k, v in headers.items()}  # bytes, as on the wire
     if length is not None:
-        headers["Inference-Header-Content-Length"] = length
+        sent[b"inference-header-content-length"] = (
+            length if isinstance(length, bytes) else length.encode()
+        )
     async with client_for() as client:
-        response = await client.post(INFER, content=body, headers=headers)
+        response = await client.post(INFER, content=body, headers=sent)
     assert response.status_code == status, response.text
     assert response.json()["field"] == field
 

@@ -139,6 +139,8 @@ MALFORMED: list[tuple[str, Any, int, str]] = [
     (INFER, tensor(shape=[1, 3], data=[1, 2, 3]), 422, "inputs[0].shape"),
     (INFER, tensor(datatype="INT32", data=[1.5, 2, 3, 4]), 422, "inputs[0].data"),
     (INFER, tensor(datatype="BYTES"), 422, "inputs[0].data"),
+    (INFER, tensor(datatype="BYTES", data=["a", "b", "c", "d"]), 422, "inputs[0].datatype"),
+    (INFER, tensor(shape=[1, 1, 4]), 422, "inputs[0].shape"),
     (
         INFER,
         {"inputs": [{"name": "petal_width", "shape": [1], "datatype": "FP64", "data": [1.0]}]},
@@ -247,6 +249,39 @@ async def test_model_exception_is_a_500_with_request_id_and_serving_goes_on(
         metrics = (await client.get("/metrics")).text
         labels = {"model": "iris", "version": "1", "track": "stable"}
         assert sample(metrics, "mlops_request_errors_total", kind="model", **labels) == 1
+
+
+async def test_too_many_rows_answer_413_before_they_are_parsed(client_for: ClientFactory) -> None:
+    rows = [SETOSA] * 11
+    infer = {"inputs": [{"name": "x", "shape": [11, 4], "datatype": "FP64",
+                         "data": [v for row in rows for v in row]}]}  # fmt: skip
+    async with client_for(max_rows=10) as client:
+        batch = await client.post("/predict-batch", json={"instances": rows})
+        tensor = await client.post(INFER, json=infer)
+        within = await client.post("/predict-batch", json={"instances": rows[:10]})
+    assert (batch.status_code, batch.json()["field"]) == (413, "instances")
+    assert "at most 10" in batch.json()["error"]
+    assert (tensor.status_code, tensor.json()["field"]) == (413, "inputs[0].shape")
+    assert within.status_code == 200
+
+
+async def test_a_request_the_server_fails_to_check_is_a_counted_500(
+    client_for: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with client_for() as client:
+        state = client._transport.app.state.serving  # type: ignore[attr-defined]
+
+        def unchecked(_: Any) -> Any:
+            raise ValueError("could not convert string to float: 'x'")
+
+        state.features.from_predict = unchecked
+        failed = await client.post("/predict", json={"features": SETOSA})
+        metrics = (await client.get("/metrics")).text
+    assert failed.status_code == 500
+    assert failed.json()["requestId"] in caplog.text
+    assert "convert" not in failed.text
+    labels = {"model": "iris", "version": "1", "track": "stable"}
+    assert sample(metrics, "mlops_requests_total", code="500", route="predict", **labels) == 1
 
 
 async def test_metrics_count_requests_latency_classes_and_capture(
