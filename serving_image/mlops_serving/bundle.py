@@ -5,13 +5,13 @@ tarball's, or bundle.json's for a directory) verifies the whole bundle before
 any model file is deserialized.
 """
 
-import datetime as dt
+import gzip
 import json
 import platform
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -89,7 +89,9 @@ class Manifest(BaseModel):
     """sha256 digest of every other file in the bundle, by name."""
     libraries: dict[str, str] = Field(default_factory=dict)
     lineage: Lineage | None = None
-    created: str
+    created: str | None = None
+    """When the model was made, if the builder says: never the build's own time, which
+    would make two builds of the same model differ."""
 
     model_config = {"populate_by_name": True}
 
@@ -157,6 +159,7 @@ def build(
     tarball: bool | None = None,
     profile_bins: int = NUMERIC_BINS,
     profile_sample: int = SAMPLE_SIZE,
+    created: str | None = None,
 ) -> Path:
     """Write a bundle for `model` with the profile of `reference` (and of its predictions).
 
@@ -201,21 +204,36 @@ def build(
             files={f: file_digest(staging / f) for f in (model_file, PROFILE)},
             libraries=libraries,
             lineage=lineage,
-            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            created=created,
         )
         (staging / MANIFEST).write_text(
             manifest.model_dump_json(by_alias=True, indent=2, exclude_none=True)
         )
         if tarball:
             out.parent.mkdir(parents=True, exist_ok=True)
-            with tarfile.open(out, "w:gz") as tar:
-                for f in (MANIFEST, PROFILE, model_file):
-                    tar.add(staging / f, arcname=f)
+            write_tarball(out, staging, (MANIFEST, PROFILE, model_file))
         else:
             out.mkdir(parents=True, exist_ok=True)
             for f in (MANIFEST, PROFILE, model_file):
                 shutil.copy2(staging / f, out / f)
     return out
+
+
+def write_tarball(out: Path, staging: Path, names: Sequence[str]) -> None:
+    """A reproducible .tar.gz: members in the order given, with no times, owners or
+    modes of the build machine, and a gzip header without a time or file name."""
+    with (
+        out.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar,
+    ):
+        for name in names:
+            member = tar.gettarinfo(staging / name, arcname=name)
+            member.mtime, member.mode = 0, 0o644
+            member.uid = member.gid = 0
+            member.uname = member.gname = ""
+            with (staging / name).open("rb") as data:
+                tar.addfile(member, data)
 
 
 def _framework_of(model: Any) -> Framework:

@@ -134,6 +134,11 @@ def _common_build_args(parser: argparse.ArgumentParser) -> None:
         default=SAMPLE_SIZE,
         help=f"sorted reference values kept per numeric feature (default {SAMPLE_SIZE})",
     )
+    parser.add_argument(
+        "--created",
+        help="when the model was made, recorded in bundle.json (none by default: two builds "
+        "of the same model are byte for byte equal)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             lineage=lineage,
             profile_bins=args.profile_bins,
             profile_sample=args.profile_sample,
+            created=args.created,
         )
     except (BundleError, OSError, ValueError) as error:
         print(f"mlops-bundle: {error}", file=sys.stderr)

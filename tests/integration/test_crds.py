@@ -287,6 +287,12 @@ INVALID: list[tuple[str, str, Mutation, str]] = [
     ),
     (
         "ModelDeployment",
+        "env overriding the pinned digest",
+        setter("spec.env", [{"name": "MLOPS_SERVING_MODEL_DIGEST", "value": "sha256:" + "0" * 64}]),
+        "spec.env",
+    ),
+    (
+        "ModelDeployment",
         "toleration Exists with a value",
         setter(
             "spec.scheduling", {"tolerations": [{"key": "gpu", "operator": "Exists", "value": "x"}]}
@@ -414,3 +420,30 @@ def test_invalid_input_is_rejected_naming_the_field(
         GROUP, VERSION, namespace, by_kind(kind).plural
     )
     assert listed["items"] == []
+
+
+def test_a_model_versions_artifact_cannot_be_changed(
+    cluster: Cluster, namespace: str, crds: None
+) -> None:
+    """Once registered, a version keeps its bytes: no edit may point it elsewhere."""
+    doc = copy.deepcopy(sample("ModelVersion"))
+    name = doc["metadata"]["name"]
+    create(cluster, namespace, doc)
+    api = client.CustomObjectsApi(cluster.api)
+    for change in (
+        {"uri": "https://attacker.example/other.tar.gz"},
+        {"digest": "sha256:" + "0" * 64},
+        {"secretRef": {"name": "other", "key": "token"}},
+    ):
+        with pytest.raises(ApiException) as rejected:
+            api.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, "modelversions", name, {"spec": {"artifact": change}}
+            )
+        assert rejected.value.status == 422, rejected.value.body
+        assert "spec.artifact is immutable" in json.loads(str(rejected.value.body))["message"]
+    stored = api.get_namespaced_custom_object(GROUP, VERSION, namespace, "modelversions", name)
+    assert stored["spec"]["artifact"] == doc["spec"]["artifact"]
+    # Everything else stays editable: the stage, for one.
+    api.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelversions", name, {"spec": {"stage": "Archived"}}
+    )

@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,10 +74,19 @@ def serve(built: tuple[Path, str], directory: Path, shifted: bool) -> tuple[str,
             f"{base}/predict-batch", {"instances": rows(rng, 500, shifted).tolist()}
         )
         assert status == 200
-    # The two workers publish their windows to each other every 2 s: a read
-    # sooner than that may see only the rows of the worker that answers it.
-    wait_until(lambda: _captured(base) == 3000, f"all 3000 rows captured on {base}", timeout=30)
+    settled(base, 3000)
     return base, process
+
+
+def settled(base: str, rows: int) -> None:
+    """Wait until every worker of the server at `base` answers with all `rows`. Workers
+    publish their windows to each other every 2 s, so a read answered by one may lack
+    its sibling's newest rows until then: once one read shows them all, the
+    publishing interval is waited out before all are asked again."""
+    wait_until(lambda: _captured(base) == rows, f"{rows} rows captured on {base}", timeout=30)
+    time.sleep(2.5)
+    for _ in range(4):  # whichever worker answers
+        assert _captured(base) == rows
 
 
 def _captured(base: str) -> int:
@@ -463,7 +473,7 @@ def test_pods_source_reads_every_real_pod_of_the_track(
             status, answer = call(f"{pod_base}/predict-batch", batch)
             assert status == 200, answer
     for pod_base in bases:
-        wait_until(lambda b=pod_base: _captured(b) == 1500, f"1500 rows on {pod_base}")  # type: ignore[misc]
+        settled(pod_base, 1500)
 
     body = monitor("live", "unused")
     body["spec"]["source"] = {"type": "pods"}

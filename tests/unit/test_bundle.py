@@ -220,6 +220,30 @@ def test_cli_build_and_manifest(
     assert ModelVersionSpec.model_validate(spec).artifact.digest == file_digest(out)
 
 
+def test_builds_of_the_same_model_are_byte_for_byte_equal(
+    iris: Iris, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Same model file and reference, same digest: a registry version keeps its bytes,
+    and a rerun of the same build registers the same artifact."""
+    import joblib  # noqa: PLC0415
+
+    joblib.dump(iris.model, tmp_path / "model.joblib")
+    iris.frame.to_csv(tmp_path / "ref.csv", index=False)
+    digests = []
+    for attempt in ("a", "b"):
+        out = tmp_path / attempt / "iris-1.tar.gz"
+        arguments = ["build", "--model", str(tmp_path / "model.joblib"),
+                     "--reference", str(tmp_path / "ref.csv"),
+                     "--name", "iris", "--version", "1", "--out", str(out)]  # fmt: skip
+        assert bundle_cli(arguments) == 0
+        digests.append(capsys.readouterr().out.split()[1])
+        os.utime(tmp_path / "model.joblib", (0, 1_000_000))  # a later build, a touched file
+    assert digests[0] == digests[1]
+    with tarfile.open(tmp_path / "a" / "iris-1.tar.gz") as tar:
+        members = tar.getmembers()
+    assert [(m.mtime, m.uid, m.gid, m.uname, m.gname) for m in members] == [(0, 0, 0, "", "")] * 3
+
+
 def test_cli_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "model.bin").write_bytes(b"x")
     (tmp_path / "ref.csv").write_text("a\n1\n")

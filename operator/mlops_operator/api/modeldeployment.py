@@ -324,6 +324,12 @@ class ModelDeploymentSpec(ApiModel):
             ".mirror",
         ),
         cel(
+            "self.env.all(e, !e.name.startsWith('MLOPS_SERVING_'))",
+            "spec.env must not set MLOPS_SERVING_* variables: the operator sets them from the "
+            "ModelVersion (its artifact and digest), and spec.serving configures the rest",
+            ".env",
+        ),
+        cel(
             "!self.traffic.headerRoutes.exists(r, r.track == 'canary') || has(self.canary)",
             "a header route targets the canary track but spec.canary is not set",
             ".traffic.headerRoutes",

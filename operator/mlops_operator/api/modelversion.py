@@ -46,7 +46,12 @@ class Artifact(ApiModel):
             "spec.artifact.digest is required: this format is deserialized with pickle, "
             "which must never run on an unverified file",
             ".digest",
-        )
+        ),
+        cel(
+            "self == oldSelf",
+            "spec.artifact is immutable: a registered version keeps its bytes (and its "
+            "approval stays bound to them); register a new ModelVersion instead",
+        ),
     )
 
     uri: Annotated[str, Field(max_length=2048, pattern=r"^(s3|gs|https?|pvc|file)://[^\s]+$")]
