@@ -174,6 +174,7 @@ def one_run(
             "MLOPS_NAMESPACES": f'["{namespace}"]',
             "MLOPS_LIVENESS_PORT": str(liveness),
             "MLOPS_METRICS_PORT": str(metrics),
+            "MLOPS_FILE_ARTIFACT_ROOT": str(artifact.parent),
         }
         controller = subprocess.Popen(
             [sys.executable, "-m", "mlops_operator.cli", "--log-format", "plain"],

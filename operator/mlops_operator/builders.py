@@ -146,12 +146,9 @@ def _artifact_mounts(
             }
         )
         mounts.append({"name": "artifact-credentials", "mountPath": path, "readOnly": True})
-        variable = (
-            "AWS_SHARED_CREDENTIALS_FILE"
-            if parsed.scheme == "s3"
-            else "MLOPS_SERVING_ARTIFACT_TOKEN_FILE"
+        env.append(
+            {"name": "MLOPS_SERVING_ARTIFACT_CREDENTIALS_FILE", "value": f"{path}/credentials"}
         )
-        env.append({"name": variable, "value": f"{path}/credentials"})
     return volumes, mounts, env
 
 

@@ -22,6 +22,9 @@ LABEL_VERIFIED_BY_POD = f"{GROUP}/verified-by-pod"
 ANNOTATION_MODEL_VERSION = f"{GROUP}/model-version"
 VERIFY_CONTAINER = "verify"
 TERMINATION_LOG = "/dev/termination-log"
+LABEL_ARTIFACT_CREDENTIALS = f"{GROUP}/artifact-credentials"
+"""A Secret opts in to being read as artifact credentials with this label set to "true",
+as Argo CD's repository Secrets do: a ModelVersion author cannot name any other."""
 
 SERVING_PORT = 8080
 ARTIFACT_CACHE = "/tmp/mlops-serving"  # noqa: S108 - an emptyDir mounted in the pod

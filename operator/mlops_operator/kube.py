@@ -161,16 +161,30 @@ def delete(kind: str, namespace: str, name: str) -> None:
             raise
 
 
-def secret_value(namespace: str, name: str, key: str) -> str:
-    """One key of a Secret, decoded; a clear error names a missing Secret or key."""
+class CredentialsError(ValueError):
+    """A Secret that cannot be used; the message names it, never its contents."""
+
+
+def secret_value(namespace: str, name: str, key: str, *, label: str | None = None) -> str:
+    """One key of a Secret, decoded; a clear error names a missing Secret or key. With
+    `label`, only a Secret that carries it set to "true" is read."""
     try:
         secret = client.CoreV1Api(api_client()).read_namespaced_secret(name, namespace)
     except ApiException as error:
-        raise ValueError(f"Secret {name}: {error.reason}") from None
+        raise CredentialsError(f"Secret {name}: {error.reason}") from None
+    labels = (secret.metadata.labels if secret.metadata else None) or {}
+    if label is not None and labels.get(label) != "true":
+        raise CredentialsError(
+            f"Secret {name} is not labelled {label}=true; the operator reads only Secrets "
+            "that opt in"
+        )
     data = (secret.data or {}).get(key)
     if data is None:
-        raise ValueError(f"Secret {name} has no key {key!r}")
-    return base64.b64decode(data).decode()
+        raise CredentialsError(f"Secret {name} has no key {key!r}")
+    try:
+        return base64.b64decode(data).decode()
+    except ValueError:
+        raise CredentialsError(f"Secret {name}: key {key!r} is not UTF-8 text") from None
 
 
 def ready_pod_ips(namespace: str, selector: str) -> list[str]:

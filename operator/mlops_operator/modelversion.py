@@ -7,7 +7,6 @@ and signs who did it and when. This module trusts only signed approvals, and
 copies them into status, where users without status rights cannot write.
 """
 
-import configparser
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +15,14 @@ from urllib.parse import urlparse
 
 from mlops_operator import approval, kube
 from mlops_operator.conditions import Reporter, condition, merge, now
-from mlops_operator.constants import ANNOTATION_MODEL_VERSION, VERIFY_CONTAINER
+from mlops_operator.constants import (
+    ANNOTATION_MODEL_VERSION,
+    LABEL_ARTIFACT_CREDENTIALS,
+    VERIFY_CONTAINER,
+)
 from mlops_operator.settings import OperatorSettings
 from mlops_serving.digest import file_digest
-from mlops_serving.fetch import remote_digest
+from mlops_serving.fetch import FetchError, fetch_failure, remote_digest
 
 PLURAL = "modelversions"
 HISTORY_LIMIT = 50
@@ -32,30 +35,31 @@ def verify_artifact(mv: Object, settings: OperatorSettings) -> tuple[bool | None
     artifact = mv["spec"]["artifact"]
     uri, pinned = artifact["uri"], artifact.get("digest")
     scheme = urlparse(uri).scheme
-    if not settings.verify_artifacts or scheme in ("pvc", "gs"):
+    local = _local_artifact(uri, settings.file_artifact_root) if scheme == "file" else None
+    if not settings.verify_artifacts or scheme == "pvc" or (scheme == "file" and local is None):
         return None, f"{scheme}:// artifacts are verified by the serving pod before loading", {}
     if pinned is None:
         return None, "no digest pinned; the serving pod refuses to load it", {}
     try:
-        token, credentials = None, None
+        credentials = None
         if artifact.get("secretRef"):
             ref = artifact["secretRef"]
-            value = kube.secret_value(namespace, ref["name"], ref["key"])
-            if scheme == "s3":
-                parsed = configparser.ConfigParser()
-                parsed.read_string(value)
-                section = parsed[parsed.sections()[0]] if parsed.sections() else parsed["DEFAULT"]
-                credentials = (section["aws_access_key_id"], section["aws_secret_access_key"])
-            else:
-                token = value.strip()
-        if scheme == "file":
-            path = Path(urlparse(uri).path)
-            target = path / "bundle.json" if path.is_dir() else path
-            digest, size = file_digest(target), target.stat().st_size
+            credentials = kube.secret_value(
+                namespace, ref["name"], ref["key"], label=LABEL_ARTIFACT_CREDENTIALS
+            )
+        if local is not None:
+            digest, size = _hash_local(local, settings.artifact_max_bytes)
         else:
-            digest, size = remote_digest(uri, token, credentials)
-    except Exception as error:  # noqa: BLE001 - any fetch failure is reported, then retried
-        return False, f"spec.artifact.uri: cannot fetch {uri}: {error}", {}
+            digest, size = remote_digest(
+                uri,
+                credentials,
+                timeout=settings.artifact_timeout_seconds,
+                max_bytes=settings.artifact_max_bytes,
+            )
+    except (kube.CredentialsError, FetchError) as error:
+        return False, f"spec.artifact: {error}", {}
+    except Exception as error:  # noqa: BLE001 - reported in safe words, then retried
+        return False, f"spec.artifact.uri: {fetch_failure(uri, error)}", {}
     status = {
         "verifiedDigest": digest,
         "sizeBytes": size,
@@ -69,6 +73,24 @@ def verify_artifact(mv: Object, settings: OperatorSettings) -> tuple[bool | None
             status,
         )
     return True, f"{uri} matches {pinned} ({size} bytes)", status
+
+
+def _local_artifact(uri: str, root: Path | None) -> Path | None:
+    """A file:// artifact's path if it lies under the configured root (links resolved)."""
+    if root is None:
+        return None
+    path = Path(urlparse(uri).path).resolve()
+    return path if path.is_relative_to(root.resolve()) else None
+
+
+def _hash_local(path: Path, max_bytes: int) -> tuple[str, int]:
+    target = path / "bundle.json" if path.is_dir() else path
+    if not target.is_file():
+        raise FetchError(f"{target.name} is not a regular file")
+    size = target.stat().st_size
+    if size > max_bytes:
+        raise FetchError(f"larger than {max_bytes} bytes")
+    return file_digest(target), size
 
 
 @dataclass

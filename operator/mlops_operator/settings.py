@@ -2,6 +2,7 @@
 
 from fnmatch import fnmatch
 from ipaddress import IPv4Network, IPv6Network, ip_address
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,9 +21,16 @@ class OperatorSettings(BaseSettings):
     default_replicas: int = Field(default=1, ge=0)
     """Replicas per track when a ModelDeployment sets neither replicas nor autoscaling."""
     verify_artifacts: bool = True
-    """Fetch and hash artifacts the operator can reach (http, https, s3, file)."""
+    """Fetch and hash artifacts the operator can reach (http, https, s3, and file under
+    file_artifact_root)."""
+    file_artifact_root: Path | None = None
+    """The one folder under which the operator hashes file:// artifacts itself. Unset,
+    it hashes none: a file:// path names a file of the pod's, and the operator's own
+    files (or /dev/zero) are no business of a ModelVersion's author."""
     artifact_timeout_seconds: float = Field(default=60, gt=0)
-    """Longest an artifact download for verification may take."""
+    """Longest an artifact download for verification may take, in all."""
+    artifact_max_bytes: int = Field(default=20 * 1024**3, gt=0)
+    """Most bytes read of an artifact for verification."""
     cluster_domain: str = "cluster.local"
     """DNS suffix for the in-cluster URLs in status."""
     liveness_port: int = Field(default=8081, ge=0, le=65535)

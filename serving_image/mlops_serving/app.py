@@ -52,14 +52,28 @@ class LoadedBundle:
     directory: Path
 
 
+def fetch_artifact(settings: ServingSettings) -> Path:
+    """The configured artifact, fetched (within the deadline and the byte cap), verified
+    and unpacked: its bundle directory."""
+    credentials = (
+        settings.artifact_credentials_file.read_text()
+        if settings.artifact_credentials_file
+        else None
+    )
+    return materialize(
+        settings.model_uri,
+        settings.model_digest,
+        settings.cache_dir,
+        settings.pvc_root,
+        credentials,
+        timeout=settings.artifact_timeout_seconds,
+        max_bytes=settings.artifact_max_bytes,
+    )
+
+
 def load_bundle(settings: ServingSettings) -> LoadedBundle:
     """Fetch, verify and load the configured artifact; raises with a clear message."""
-    token = (
-        settings.artifact_token_file.read_text().strip() if settings.artifact_token_file else None
-    )
-    directory = materialize(
-        settings.model_uri, settings.model_digest, settings.cache_dir, settings.pvc_root, token
-    )
+    directory = fetch_artifact(settings)
     manifest, profile = open_bundle(directory)
     return LoadedBundle(manifest, profile, load_model(directory, manifest), directory)
 

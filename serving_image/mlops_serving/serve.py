@@ -20,10 +20,10 @@ from pathlib import Path
 import uvicorn
 from pydantic import ValidationError
 
-from .app import create_app
+from .app import create_app, fetch_artifact
 from .bundle import BundleError, open_bundle
 from .digest import DigestMismatchError, file_digest
-from .fetch import local_path, materialize
+from .fetch import FetchError, local_path
 from .loaders import container_cpus
 from .settings import ServingSettings
 
@@ -65,16 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlops-serve: invalid settings:\n{error}", file=sys.stderr)
         return 2
     try:
-        token = (
-            settings.artifact_token_file.read_text().strip()
-            if settings.artifact_token_file
-            else None
-        )
-        directory = materialize(
-            settings.model_uri, settings.model_digest, settings.cache_dir, settings.pvc_root, token
-        )
+        directory = fetch_artifact(settings)
         manifest, profile = open_bundle(directory)
-    except (BundleError, DigestMismatchError, OSError) as error:
+    except (BundleError, DigestMismatchError, FetchError, OSError) as error:
         print(f"mlops-serve: artifact rejected: {error}", file=sys.stderr)
         if args.command == "verify" and settings.report_file:
             write_verdict(settings.report_file, settings, str(error))

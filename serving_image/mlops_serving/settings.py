@@ -34,8 +34,13 @@ class ServingSettings(BaseSettings):
     report_file: Path | None = None
     """Where `mlops-serve verify` writes its verdict as JSON (in a pod: the termination
     message, which the operator copies into the ModelVersion's status)."""
-    artifact_token_file: Path | None = None
-    """Bearer token file for http(s) artifact downloads."""
+    artifact_credentials_file: Path | None = None
+    """Credentials for the artifact store: a bearer token (https only) or an AWS
+    credentials file (s3), as the ModelVersion's Secret holds them."""
+    artifact_timeout_seconds: float = Field(default=300, gt=0)
+    """Longest the artifact download may take."""
+    artifact_max_bytes: int = Field(default=20 * 1024**3, gt=0)
+    """Largest artifact downloaded."""
     auth_token_file: Path | None = None
     """If set, inference routes require `Authorization: Bearer <token in this file>`."""
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ def start_operator(
         "MLOPS_WEBHOOK_PORT": str(free_port()),
         "MLOPS_WEBHOOK_CERT_DIR": str(directory / "certs"),
         "MLOPS_RESYNC_SECONDS": "10",
+        # The tests' file:// bundles live in pytest's temporary folders.
+        "MLOPS_FILE_ARTIFACT_ROOT": tempfile.gettempdir(),
         "MLOPS_SERVING_IMAGE": "registry.example/mlops-serving:test",
         # kwok's pods get addresses where nothing listens: a DriftMonitor reading
         # pods (as the sample does) may dial loopback and the real node's pods only.

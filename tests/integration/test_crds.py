@@ -181,6 +181,12 @@ INVALID: list[tuple[str, str, Mutation, str]] = [
     ("ModelVersion", "unknown stage", setter("spec.stage", "Prod"), "spec.stage"),
     (
         "ModelVersion",
+        "a scheme nothing fetches",
+        setter("spec.artifact.uri", "gs://models/iris.tar.gz"),
+        "spec.artifact.uri",
+    ),
+    (
+        "ModelVersion",
         "duplicate input name",
         setter("spec.signature.inputs.1.name", "sepal_length"),
         "spec.signature.inputs[1]",

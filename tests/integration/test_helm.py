@@ -229,6 +229,7 @@ def test_operator_image_runs_with_the_charts_identity(
         f"--env=MLOPS_NAMESPACES={json.dumps([models])}",
         f"--env=MLOPS_LIVENESS_PORT={liveness}",
         f"--env=MLOPS_METRICS_PORT={metrics}",
+        f"--env=MLOPS_FILE_ARTIFACT_ROOT={folder}",
         operator_image, "--log-format=plain",
     )  # fmt: skip
     assert started.returncode == 0, started.stderr

@@ -54,16 +54,18 @@ class Artifact(ApiModel):
         ),
     )
 
-    uri: Annotated[str, Field(max_length=2048, pattern=r"^(s3|gs|https?|pvc|file)://[^\s]+$")]
-    """Artifact location. Schemes: s3://bucket/key, gs://bucket/key, http(s)://...,
-    pvc://claim/path, file:///path."""
+    uri: Annotated[str, Field(max_length=2048, pattern=r"^(s3|https?|pvc|file)://[^\s]+$")]
+    """Artifact location. Schemes: s3://bucket/key, http(s)://..., pvc://claim/path,
+    file:///path."""
     digest: Digest | None = None
     """sha256:<64 hex> of the artifact (the bundle tarball, or the model file);
     checked before anything is loaded."""
     format: ArtifactFormat = "bundle"
     """How the artifact is serialized: an mlops bundle (default) or a bare model file."""
     secret_ref: SecretKeyRef | None = None
-    """Credentials for the artifact store (an s3 credentials file, or a bearer token for http)."""
+    """Credentials for the artifact store: an AWS credentials file (s3), or a bearer token
+    (sent over https only). The Secret must carry the label
+    mlops.dev/artifact-credentials=true: the operator reads no other."""
 
 
 class TensorSpec(ApiModel):
