@@ -96,8 +96,8 @@ class Window:
 
 def _get_json(url: str, token: str | None, timeout: float) -> Any:
     request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - http(s) only, by the CRD
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
+    if token:  # never forwarded on a redirect
+        request.add_unredirected_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
             body = answer.read(MAX_BODY + 1)

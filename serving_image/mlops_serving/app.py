@@ -289,6 +289,16 @@ class Handlers:
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
             raise RequestError(401, "authorization", "a valid bearer token is required")
 
+    def refused(self, request: Request) -> Response | None:
+        """Not ready, or no valid token where one is set: the answer to send instead."""
+        if refused := self.not_ready():
+            return refused
+        try:
+            self.authorize(request)
+        except RequestError as error:
+            return _error(error.status, error.message, field=error.field)
+        return None
+
     def not_ready(self) -> Response | None:
         if self.state.ready:
             return None
@@ -490,14 +500,14 @@ def _info_routes(app: FastAPI, h: Handlers) -> None:
     state = h.state
 
     @app.get("/v2/models/{name}")
-    async def model_metadata(name: str) -> Response:
-        """OIP v2 model metadata."""
-        return h.check_model(name, None) or _json(h.metadata())
+    async def model_metadata(request: Request, name: str) -> Response:
+        """OIP v2 model metadata (the token, where one is set)."""
+        return h.refused(request) or h.check_model(name, None) or _json(h.metadata())
 
     @app.get("/v2/models/{name}/versions/{version}")
-    async def model_version_metadata(name: str, version: str) -> Response:
-        """OIP v2 model metadata for a version."""
-        return h.check_model(name, version) or _json(h.metadata())
+    async def model_version_metadata(request: Request, name: str, version: str) -> Response:
+        """OIP v2 model metadata for a version (the token, where one is set)."""
+        return h.refused(request) or h.check_model(name, version) or _json(h.metadata())
 
     @app.get("/v2/models/{name}/ready")
     async def model_ready(name: str) -> Response:
@@ -533,9 +543,10 @@ def _info_routes(app: FastAPI, h: Handlers) -> None:
         )
 
     @app.get("/model-info")
-    async def model_info() -> Response:
-        """The bundle's manifest: framework, signature, features, classes, lineage."""
-        if refused := h.not_ready():
+    async def model_info(request: Request) -> Response:
+        """The bundle's manifest: framework, signature, features, classes, lineage (the
+        token, where one is set)."""
+        if refused := h.refused(request):
             return refused
         manifest = state.manifest.model_dump(by_alias=True, exclude_none=True)
         return _json(
@@ -558,20 +569,17 @@ def _info_routes(app: FastAPI, h: Handlers) -> None:
         """The bundle's reference profile (profile.json), what captured traffic is
         compared with: DriftMonitor reads it here, so that it needs no access to the
         artifact. It describes the training data, so it needs the token when one is set."""
-        if refused := h.not_ready():
+        if refused := h.refused(request):
             return refused
-        try:
-            h.authorize(request)
-        except RequestError as error:
-            return _error(error.status, error.message, field=error.field)
         assert state.bundle is not None  # noqa: S101 - ready means loaded
         return _json(state.bundle.profile.model_dump(exclude_none=True))
 
     @app.get("/v2/capture")
-    async def capture(since: float | None = None) -> Response:
+    async def capture(request: Request, since: float | None = None) -> Response:
         """Captured traffic binned on the reference profile: per window, counts per
-        feature and for predictions, and a reservoir of raw rows (mlops_serving.capture)."""
-        if refused := h.not_ready():
+        feature and for predictions, and a reservoir of raw rows (mlops_serving.capture).
+        The rows are users' data: the token, where one is set."""
+        if refused := h.refused(request):
             return refused
         view = state.capture.reader(since)
 

@@ -23,7 +23,8 @@ from mlops_serving.digest import file_digest
 
 from .kube import IMAGE, Cluster, wait_until
 from .operator_fixture import Operator, condition, get
-from .test_operator import create, model_deployment, model_version
+from .test_operator import create, model_deployment, model_version, ready
+from .test_serving_process import call
 
 pytestmark = pytest.mark.cluster
 
@@ -135,6 +136,13 @@ def test_pod_verdicts_reach_the_model_version(
     assert artifact["sizeBytes"] == (claim_root / CLAIM / "iris-1.tar.gz").stat().st_size
     assert artifact["pod"].startswith("iris-v1-stable-")
     assert good["status"]["history"][-1]["to"] == "Verified"
+    # The verified artifact, read from the real PersistentVolume, is served.
+    wait_until(lambda: ready(cluster, namespace, "iris-v1"), "iris-v1 Ready", timeout=120)
+    (running,) = serving_pods(cluster, namespace, "iris-v1")
+    predicted = call(
+        f"http://{running.status.pod_ip}:8080/predict", {"features": [5.1, 3.5, 1.4, 0.2]}
+    )
+    assert predicted == (200, {**predicted[1], "prediction": 0})
 
     bad = wait_until(
         lambda: artifact_verified(cluster, namespace, "iris-2", "False"),

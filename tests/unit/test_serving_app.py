@@ -201,7 +201,9 @@ async def test_body_limit_answers_413(client_for: ClientFactory) -> None:
         assert chunked.status_code == 413
 
 
-async def test_bearer_auth_guards_inference_only(client_for: ClientFactory, tmp_path: Path) -> None:
+async def test_bearer_auth_guards_all_but_health_and_metrics(
+    client_for: ClientFactory, tmp_path: Path
+) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("s3cret\n")
     async with client_for(auth_token_file=token_file) as client:
@@ -220,8 +222,14 @@ async def test_bearer_auth_guards_inference_only(client_for: ClientFactory, tmp_
             401,
         )
         assert denied.json()["field"] == "authorization"
-        assert (await client.get("/v2/health/ready")).status_code == 200
-        assert (await client.get("/metrics")).status_code == 200
+        for route in ("/v2/health/ready", "/v2/health/live", "/v2/models/iris/ready", "/metrics"):
+            assert (await client.get(route)).status_code == 200, route
+        # Captured rows are users' data; the manifest and profile describe the training.
+        guarded = ("/v2/capture", "/model-info", "/v2/models/iris", "/v2/profile")
+        for route in guarded:
+            assert (await client.get(route)).status_code == 401, route
+            with_token = await client.get(route, headers={"Authorization": "Bearer s3cret"})
+            assert with_token.status_code == 200, route
 
 
 async def test_model_exception_is_a_500_with_request_id_and_serving_goes_on(

@@ -240,7 +240,8 @@ class Serving(ApiModel):
     capture: Capture = Capture()
     """Feature capture."""
     auth_secret_ref: SecretKeyRef | None = None
-    """A bearer token required on inference routes; health and metrics stay open."""
+    """A bearer token required on every route but health, readiness and /metrics
+    (inference, capture, profile, model metadata). A DriftMonitor reads capture with it."""
 
 
 class Toleration(ApiModel):
