@@ -8,9 +8,15 @@ Without --namespace it watches the whole cluster (MLOPS_NAMESPACES also works).
 import argparse
 import asyncio
 import logging
+import os
+import socket
 import sys
 
 import kopf
+from prometheus_client import start_http_server
+from pydantic import ValidationError
+
+from mlops_operator.settings import OperatorSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     args = parser.parse_args(argv)
+    try:
+        settings = OperatorSettings()
+    except ValidationError as error:
+        print(f"mlops-operator: invalid settings:\n{error}", file=sys.stderr)
+        return 2
+    if refused := _listen(settings):
+        # At once and in one line: kopf would retry a failing startup every minute, while
+        # no handler ran and nothing told the user.
+        print(f"mlops-operator: {refused}", file=sys.stderr)
+        return 1
     from mlops_operator import main as handlers  # noqa: PLC0415 - registers the handlers
 
     namespaces = args.namespace or handlers.SETTINGS.namespaces
@@ -37,6 +53,31 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
+
+
+def _listen(settings: OperatorSettings) -> str | None:
+    """Start the metrics server, and check that the liveness and webhook ports are
+    free; why not, if one cannot be had."""
+    wanted = [("liveness", "0.0.0.0", settings.liveness_port)]  # noqa: S104 - kopf's address
+    if settings.webhook_host:
+        wanted.append(("webhook", settings.webhook_listen, settings.webhook_port))
+    for what, host, port in wanted:
+        if not port:
+            continue
+        try:
+            socket.create_server((host, port)).close()
+        except OSError as error:
+            return f"cannot listen on the {what} port {host}:{port}: {_reason(error)}"
+    if settings.metrics_port:
+        try:
+            start_http_server(settings.metrics_port)
+        except OSError as error:
+            return f"cannot listen on the metrics port {settings.metrics_port}: {_reason(error)}"
+    return None
+
+
+def _reason(error: OSError) -> str:
+    return os.strerror(error.errno) if error.errno else str(error)
 
 
 if __name__ == "__main__":

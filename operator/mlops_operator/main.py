@@ -127,10 +127,6 @@ def configure(settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
             pkeyfile=str(key),
         )
         settings.admission.managed = GROUP
-    if SETTINGS.metrics_port:
-        from prometheus_client import start_http_server  # noqa: PLC0415
-
-        start_http_server(SETTINGS.metrics_port)
     logger.info("mlops-operator configured: image %s", SETTINGS.serving_image)
 
 
