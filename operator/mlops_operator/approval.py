@@ -22,8 +22,9 @@ from mlops_operator.constants import GROUP
 ANNOTATION = f"{GROUP}/approval"
 APPROVED_BY = f"{GROUP}/approved-by"
 APPROVED_AT = f"{GROUP}/approved-at"
+APPROVED_DIGEST = f"{GROUP}/approved-digest"
 SIGNATURE = f"{GROUP}/approval-signature"
-STAMPS = (APPROVED_BY, APPROVED_AT, SIGNATURE)
+STAMPS = (APPROVED_BY, APPROVED_AT, APPROVED_DIGEST, SIGNATURE)
 STATES = {"approved": "Approved", "rejected": "Rejected"}
 VERB = "approve"
 
@@ -39,11 +40,18 @@ class Recorded:
     state: str
     by: str
     at: str
+    digest: str
+    """spec.artifact.digest when the approval was given: what was approved."""
 
 
-def _sign(namespace: str, name: str, value: str, by: str, at: str) -> str:
-    message = "\0".join((namespace, name, value, by, at)).encode()
+def _sign(*fields: str) -> str:
+    """The signature over namespace, name, value, approver, time and digest."""
+    message = "\0".join(fields).encode()
     return hmac.new(_KEY, message, hashlib.sha256).hexdigest()
+
+
+def _digest(mv: dict[str, Any] | None) -> str:
+    return str((((mv or {}).get("spec") or {}).get("artifact") or {}).get("digest") or "")
 
 
 def _annotations(obj: dict[str, Any] | None) -> dict[str, str]:
@@ -51,18 +59,17 @@ def _annotations(obj: dict[str, Any] | None) -> dict[str, str]:
 
 
 def read(mv: dict[str, Any]) -> Recorded | None:
-    """The approval stamped by this process's webhook, or None if absent or forged."""
+    """The approval stamped by this process's webhook for the artifact the ModelVersion
+    names now, or None if absent, forged, or given to other bytes."""
     notes = _annotations(mv)
-    value, by, at, signature = (
-        notes.get(k) for k in (ANNOTATION, APPROVED_BY, APPROVED_AT, SIGNATURE)
-    )
-    if value not in STATES or not by or not at or not signature:
+    value, by, at, digest, signature = (notes.get(k) for k in (ANNOTATION, *STAMPS))
+    if value not in STATES or not by or not at or digest is None or not signature:
         return None
     meta = mv["metadata"]
-    expected = _sign(meta["namespace"], meta["name"], value, by, at)
-    if not hmac.compare_digest(expected, signature):
+    expected = _sign(meta["namespace"], meta["name"], value, by, at, digest)
+    if not hmac.compare_digest(expected, signature) or digest != _digest(mv):
         return None
-    return Recorded(STATES[value], by, at)
+    return Recorded(STATES[value], by, at, digest)
 
 
 def admit(
@@ -93,9 +100,10 @@ def admit(
             f"modelversions.{GROUP} (a Role or ClusterRole rule)"
         )
     meta = body["metadata"]
-    at = now()
+    at, digest = now(), _digest(body)
     return {
         APPROVED_BY: user,
         APPROVED_AT: at,
-        SIGNATURE: _sign(namespace, meta["name"], value, user, at),
+        APPROVED_DIGEST: digest,
+        SIGNATURE: _sign(namespace, meta["name"], value, user, at, digest),
     }

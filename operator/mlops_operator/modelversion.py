@@ -280,7 +280,12 @@ def _approval(mv: Object, report: Reporter, progress: Progress) -> Object:
         before.get("state"),
         before.get("approvedBy"),
     ):
-        current = {"state": recorded.state, "approvedBy": recorded.by, "approvedAt": recorded.at}
+        current = {
+            "state": recorded.state,
+            "approvedBy": recorded.by,
+            "approvedAt": recorded.at,
+            "approvedDigest": recorded.digest or None,
+        }
         progress.record(
             {
                 "time": recorded.at,

@@ -247,17 +247,31 @@ def _framework_of(model: Any) -> Framework:
     raise BundleError(f"cannot tell the framework of {type(model).__name__}; pass framework=")
 
 
-def unpack(archive: Path, into: Path) -> Path:
-    """Extract a bundle tarball safely: regular files at the top level only."""
+MAX_MEMBERS = 16
+"""A bundle has three files; a tarball of more entries is not one (and listing a million
+of them would fill the memory)."""
+MAX_UNPACKED_BYTES = 20 * 1024**3
+"""Most bytes a bundle unpacks to: a small tarball of zeros can claim terabytes."""
+
+
+def unpack(archive: Path, into: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> Path:
+    """Extract a bundle tarball safely: a few regular files at the top level, within
+    `max_bytes` in all. Each entry's size is its header's, checked before it is written."""
     into.mkdir(parents=True, exist_ok=True)
+    unpacked = 0
     with tarfile.open(archive, "r:*") as tar:
-        for member in tar.getmembers():
+        for count, member in enumerate(tar, start=1):
+            if count > MAX_MEMBERS:
+                raise BundleError(f"bundle {archive.name}: more than {MAX_MEMBERS} entries")
             if (
                 not member.isfile()
                 or "/" in member.name.strip("./")
                 or member.name.startswith("..")
             ):
                 raise BundleError(f"bundle {archive.name}: unexpected entry {member.name!r}")
+            unpacked += member.size
+            if unpacked > max_bytes:
+                raise BundleError(f"bundle {archive.name}: unpacks to more than {max_bytes} bytes")
             source = tar.extractfile(member)
             if source is None:
                 raise BundleError(f"bundle {archive.name}: cannot read {member.name!r}")

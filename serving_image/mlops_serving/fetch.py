@@ -269,7 +269,11 @@ def materialize(
         if not (directory / "bundle.json").exists():
             cache.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=cache))
-            unpack(path, staging)
+            try:
+                unpack(path, staging)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
             shutil.rmtree(directory, ignore_errors=True)
             directory.parent.mkdir(parents=True, exist_ok=True)
             staging.replace(directory)

@@ -378,13 +378,18 @@ def test_unapproved_version_is_refused_until_approved_by_an_allowed_user(
     denied = annotate("alice", "mlops.dev/approval=approved")
     assert denied.returncode != 0
     assert "user 'alice' may not approve ModelVersions" in denied.stderr
-    forged = annotate("alice", "mlops.dev/approved-by=alice", "mlops.dev/approval-signature=abc")
+    forged = annotate(
+        "alice",
+        "mlops.dev/approved-by=alice",
+        "mlops.dev/approved-digest=sha256:" + "0" * 64,
+        "mlops.dev/approval-signature=abc",
+    )
     assert forged.returncode == 0
     annotations = get(cluster, "modelversions", namespace, "iris-1")["metadata"].get(
         "annotations", {}
     )
-    assert "mlops.dev/approved-by" not in annotations
-    assert "mlops.dev/approval-signature" not in annotations
+    for stamp in ("approved-by", "approved-digest", "approval-signature"):
+        assert f"mlops.dev/{stamp}" not in annotations
 
     allowed = annotate("bob", "mlops.dev/approval=approved")
     assert allowed.returncode == 0, allowed.stderr
@@ -400,6 +405,8 @@ def test_unapproved_version_is_refused_until_approved_by_an_allowed_user(
         timeout=60,
     )
     assert mv["status"]["approval"]["approvedBy"] == "bob"
+    # What bob approved: these bytes, which spec.artifact can no longer be moved off.
+    assert mv["status"]["approval"]["approvedDigest"] == mv["spec"]["artifact"]["digest"]
     entry = [h for h in mv["status"]["history"] if h["type"] == "Approval"][-1]
     assert (entry["to"], entry["by"]) == ("Approved", "bob")
 

@@ -162,6 +162,32 @@ def test_bundle_errors_name_the_problem(iris_bundle: BuiltBundle, tmp_path: Path
     assert not (tmp_path / "escape").exists()
 
 
+def tarball(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_unpacking_is_bounded_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    many = tarball(tmp_path / "many.tar.gz", {f"f{i}": b"x" for i in range(100)})
+    with pytest.raises(BundleError, match="more than 16 entries"):
+        unpack(many, tmp_path / "many")
+    # A tarball of zeros: 2 MB claimed by a few KB of gzip.
+    zeros = tarball(tmp_path / "zeros.tar.gz", {"model.joblib": b"\0" * 2_000_000})
+    assert zeros.stat().st_size < 10_000
+    with pytest.raises(BundleError, match="unpacks to more than 1000000 bytes"):
+        unpack(zeros, tmp_path / "zeros", max_bytes=1_000_000)
+    assert not (tmp_path / "zeros" / "model.joblib").exists()
+    # Through materialize, a refused tarball leaves no staging folder in the cache.
+    digest = file_digest(many)
+    with pytest.raises(BundleError):
+        materialize(f"file://{many}", digest, tmp_path / "cache", tmp_path)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
 def test_unknown_format_in_manifest_is_refused(iris: Iris, tmp_path: Path) -> None:
     out = bundle.build(iris.model, iris.frame, tmp_path / "b", name="iris", version="1")
     manifest = json.loads((out / "bundle.json").read_text())

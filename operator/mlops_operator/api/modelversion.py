@@ -184,6 +184,8 @@ class ApprovalStatus(ApiModel):
     """User name of the approver, as authenticated by the API server."""
     approved_at: Timestamp | None = None
     """When approval was given."""
+    approved_digest: Digest | None = None
+    """spec.artifact.digest when approval was given: the bytes that were approved."""
 
 
 class HistoryEntry(ApiModel):
