@@ -81,6 +81,12 @@ def resolve(
             "ArtifactNotVerified", f"{track}: ModelVersion {name} (version {version}): {failure}"
         )
     artifact = mv["spec"]["artifact"]
+    if (form := artifact.get("format", "bundle")) != "bundle":
+        raise RefusedError(
+            "ArtifactNotServable",
+            f"{track}: ModelVersion {name} (version {version}) is a bare {form} file; the "
+            "serving image serves bundles (mlops-bundle build wraps a model file)",
+        )
     secret = artifact.get("secretRef") or {}
     return ResolvedVersion(
         object_name=name,

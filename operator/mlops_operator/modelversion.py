@@ -33,13 +33,11 @@ def verify_artifact(mv: Object, settings: OperatorSettings) -> tuple[bool | None
     """(verified, message, artifact status); verified None when only the pod can check."""
     namespace = mv["metadata"]["namespace"]
     artifact = mv["spec"]["artifact"]
-    uri, pinned = artifact["uri"], artifact.get("digest")
+    uri, pinned = artifact["uri"], artifact["digest"]
     scheme = urlparse(uri).scheme
     local = _local_artifact(uri, settings.file_artifact_root) if scheme == "file" else None
     if not settings.verify_artifacts or scheme == "pvc" or (scheme == "file" and local is None):
         return None, f"{scheme}:// artifacts are verified by the serving pod before loading", {}
-    if pinned is None:
-        return None, "no digest pinned; the serving pod refuses to load it", {}
     try:
         credentials = None
         if artifact.get("secretRef"):

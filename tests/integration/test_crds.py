@@ -171,6 +171,12 @@ INVALID: list[tuple[str, str, Mutation, str]] = [
         both(setter("spec.artifact.format", "pickle"), deleter("spec.artifact.digest")),
         "spec.artifact.digest",
     ),
+    (
+        "ModelVersion",
+        "skops without digest",
+        both(setter("spec.artifact.format", "skops"), deleter("spec.artifact.digest")),
+        "spec.artifact.digest",
+    ),
     ("ModelVersion", "unknown framework", setter("spec.framework", "tensorflow"), "spec.framework"),
     (
         "ModelVersion",

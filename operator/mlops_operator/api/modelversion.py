@@ -28,8 +28,6 @@ Datatype = Literal[
 ]  # fmt: skip
 Stage = Literal["None", "Staging", "Production", "Archived"]
 
-# Formats whose loader runs pickle (directly or inside a zip); they need a pinned digest.
-SAFE_FORMATS = ("onnx", "skops")
 FRAMEWORK_FORMATS: dict[str, tuple[str, ...]] = {
     "sklearn": ("bundle", "joblib", "pickle", "skops", "onnx"),
     "pytorch": ("bundle", "torchscript", "torch-export", "onnx"),
@@ -42,12 +40,6 @@ class Artifact(ApiModel):
 
     model_config = rules(
         cel(
-            f"self.format in {list(SAFE_FORMATS)} || has(self.digest)",
-            "spec.artifact.digest is required: this format is deserialized with pickle, "
-            "which must never run on an unverified file",
-            ".digest",
-        ),
-        cel(
             "self == oldSelf",
             "spec.artifact is immutable: a registered version keeps its bytes (and its "
             "approval stays bound to them); register a new ModelVersion instead",
@@ -57,11 +49,14 @@ class Artifact(ApiModel):
     uri: Annotated[str, Field(max_length=2048, pattern=r"^(s3|https?|pvc|file)://[^\s]+$")]
     """Artifact location. Schemes: s3://bucket/key, http(s)://..., pvc://claim/path,
     file:///path."""
-    digest: Digest | None = None
-    """sha256:<64 hex> of the artifact (the bundle tarball, or the model file);
-    checked before anything is loaded."""
+    digest: Digest
+    """sha256:<64 hex> of the artifact (the bundle tarball, or the model file); checked
+    before anything is loaded. Required for every format: pickle-based ones run code, and
+    skops trusts the types its file names."""
     format: ArtifactFormat = "bundle"
-    """How the artifact is serialized: an mlops bundle (default) or a bare model file."""
+    """How the artifact is serialized: an mlops bundle (default) or a bare model file. The
+    serving image serves bundles only (mlops-bundle build wraps a model file): a
+    ModelDeployment refuses another format, with reason ArtifactNotServable."""
     secret_ref: SecretKeyRef | None = None
     """Credentials for the artifact store: an AWS credentials file (s3), or a bearer token
     (sent over https only). The Secret must carry the label
