@@ -5,7 +5,8 @@ it that way).
 """
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
@@ -62,6 +63,12 @@ class RenderConfig:
     image: str
     default_replicas: int = 1
     cluster_domain: str = "cluster.local"
+    default_requests: Mapping[str, str] = field(
+        default_factory=lambda: {"cpu": "100m", "memory": "256Mi"}
+    )
+    """Requests of a serving container whose ModelDeployment sets no resources: without
+    any, the scheduler packs pods on a node as if they cost nothing, and they are the
+    first evicted (BestEffort)."""
 
 
 def child_name(owner: str, track: str) -> str:
@@ -234,8 +241,11 @@ def render_deployment(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    if spec.resources is not None:
-        container["resources"] = spec.resources.model_dump(by_alias=True, exclude_none=True)
+    container["resources"] = (
+        spec.resources.model_dump(by_alias=True, exclude_none=True)
+        if spec.resources is not None
+        else {"requests": dict(config.default_requests)}
+    )
     pod_labels = labels(owner, track, version)
     init_containers: list[Manifest] = []
     if urlparse(version.uri).scheme == "pvc":

@@ -219,7 +219,12 @@ def _resolve(spec: ModelDeploymentSpec, namespace: str) -> ResolvedVersion:
 
 
 def _config(settings: OperatorSettings) -> RenderConfig:
-    return RenderConfig(settings.serving_image, settings.default_replicas, settings.cluster_domain)
+    return RenderConfig(
+        settings.serving_image,
+        settings.default_replicas,
+        settings.cluster_domain,
+        settings.default_requests,
+    )
 
 
 def refresh(

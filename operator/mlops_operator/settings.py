@@ -20,6 +20,9 @@ class OperatorSettings(BaseSettings):
     """Image for ModelDeployments that do not name one."""
     default_replicas: int = Field(default=1, ge=0)
     """Replicas per track when a ModelDeployment sets neither replicas nor autoscaling."""
+    default_requests: dict[str, str] = {"cpu": "100m", "memory": "256Mi"}
+    """Resource requests of serving containers whose ModelDeployment sets no resources
+    (JSON), so that they are scheduled by what they use and are not BestEffort."""
     verify_artifacts: bool = True
     """Fetch and hash artifacts the operator can reach (http, https, s3, and file under
     file_artifact_root)."""

@@ -224,3 +224,18 @@ def test_long_names_that_share_a_prefix_stay_distinct() -> None:
 
 def test_service_url() -> None:
     assert service_url(OWNER, "stable", CONFIG) == "http://iris-stable.models.svc.cluster.local"
+
+
+def test_a_serving_container_without_resources_gets_the_default_requests() -> None:
+    bare = ModelDeploymentSpec.model_validate({"model": "iris", "stable": {"version": "3"}})
+    sized = ModelDeploymentSpec.model_validate(
+        {"model": "iris", "stable": {"version": "3"}, "resources": {"limits": {"cpu": "2"}}}
+    )
+    config = RenderConfig(image="i", default_requests={"cpu": "250m", "memory": "1Gi"})
+
+    def resources(spec: ModelDeploymentSpec) -> Any:
+        deployment = render_track(spec, OWNER, "stable", VERSION, config)[0]
+        return deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+
+    assert resources(bare) == {"requests": {"cpu": "250m", "memory": "1Gi"}}  # not BestEffort
+    assert resources(sized) == {"limits": {"cpu": "2"}}  # the user's, untouched
