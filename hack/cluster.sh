@@ -53,6 +53,13 @@ start_bin() {  # start_bin NAME PATH ARGS...: run a component detached, unless i
 
 start() { start_bin "$1" "$TOOLS_BIN/$1" "${@:2}"; }
 
+mode() { cat "$MODE_FILE" 2>/dev/null || echo 0; }  # 1: the last up started the real node
+
+component_status() {  # component_status NAME: one line; fails if it does not run
+  local pid
+  if pid=$(pid_of "$1"); then echo "$1: running (pid $pid)"; else echo "$1: stopped"; return 1; fi
+}
+
 stop_component() {  # stop_component NAME: by its pid file; SIGKILL after 5 s
   local name=$1 pid
   if pid=$(pid_of "$name"); then
@@ -166,7 +173,7 @@ nodes_ready() {
 up() {
   local start=$SECONDS real=1 bind=127.0.0.1 node_flags=()
   [ "${1:-}" = --no-real-node ] && real=0
-  if pid_of kube-apiserver >/dev/null && [ "$(cat "$MODE_FILE" 2>/dev/null || echo 0)" != "$real" ]; then
+  if pid_of kube-apiserver >/dev/null && [ "$(mode)" != "$real" ]; then
     die "the plane runs $( [ "$real" = 1 ] && echo without || echo with ) the real node: run down first"
   fi
   "$HACK_DIR/build-tools.sh" >/dev/null
@@ -229,7 +236,7 @@ up() {
 down() {
   local i
   # The node goes first, while the API server can still see its pods go.
-  if [ "$(cat "$MODE_FILE" 2>/dev/null || echo 0)" = 1 ]; then node_down; fi
+  if [ "$(mode)" = 1 ]; then node_down; fi
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop_component "${COMPONENTS[i]}"; done
   if [ "${1:-}" = --purge ]; then rm -rf "$STATE"; log "state removed"; fi
 }
@@ -237,9 +244,9 @@ down() {
 status() {
   local name rc=0
   for name in "${COMPONENTS[@]}"; do
-    if pid=$(pid_of "$name"); then echo "$name: running (pid $pid)"; else echo "$name: stopped"; rc=1; fi
+    component_status "$name" || rc=1
   done
-  if [ "$(cat "$MODE_FILE" 2>/dev/null || echo 0)" = 1 ]; then
+  if [ "$(mode)" = 1 ]; then
     node_status || rc=1
   else
     echo "real node: none (up --no-real-node)"

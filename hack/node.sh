@@ -1,7 +1,7 @@
 # The local plane's real node: containerd, runc and the CNI plugins from Debian, and
 # a kubelet and kube-proxy built from the control plane's own module. Sourced by
 # hack/cluster.sh, which defines STATE, PKI, PIDS, LOGS, TOOLS_BIN, log, die, start,
-# wait_for, gen_cert, write_kubeconfig and kubectl_.
+# wait_for, gen_cert, write_kubeconfig, component_status and kubectl_.
 #
 # Everything it makes is its own and is removed by node_down: the bridge, the
 # processes (by pid), the pods' processes (by their cgroups), mounts under $NODE,
@@ -282,7 +282,7 @@ node_down() {
 node_status() {
   local name rc=0
   for name in containerd kubelet kube-proxy; do
-    if pid=$(pid_of "$name"); then echo "$name: running (pid $pid)"; else echo "$name: stopped"; rc=1; fi
+    component_status "$name" || rc=1
   done
   if ip link show "$BRIDGE" >/dev/null 2>&1; then
     echo "bridge: $BRIDGE $GATEWAY (pods $NODE_CIDR)"

@@ -35,15 +35,15 @@ def main(argv: list[str] | None = None) -> int:
         # no handler ran and nothing told the user.
         print(f"mlops-operator: {refused}", file=sys.stderr)
         return 1
-    from mlops_operator import main as handlers  # noqa: PLC0415 - registers the handlers
+    from mlops_operator import main  # noqa: F401, PLC0415 - registers the handlers
 
-    namespaces = args.namespace or handlers.SETTINGS.namespaces
+    namespaces = args.namespace or settings.namespaces
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    port = handlers.SETTINGS.liveness_port
+    port = settings.liveness_port
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,

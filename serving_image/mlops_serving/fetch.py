@@ -97,6 +97,10 @@ def fetch_failure(uri: str, error: BaseException) -> FetchError:
     return FetchError(f"cannot fetch {where(uri)}: {describe(error)}")
 
 
+S3_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+"""The keys of an AWS credentials file that boto3's client takes; the first two required."""
+
+
 def s3_keys(text: str) -> dict[str, str]:
     """The keys boto3 takes, from a Secret holding an AWS credentials file (its first
     profile, or bare key = value lines). The one parser of the operator and the pod."""
@@ -114,9 +118,6 @@ def s3_keys(text: str) -> dict[str, str]:
         if required not in keys:
             raise FetchError(f"the credentials Secret has no {required}")
     return keys
-
-
-S3_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
 
 
 class _NoDowngrade(urllib.request.HTTPRedirectHandler):

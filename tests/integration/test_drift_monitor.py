@@ -30,6 +30,7 @@ from mlops_serving.digest import file_digest
 
 from .kube import IMAGE, ON_KWOK, Cluster, wait_until
 from .operator_fixture import Operator, condition, custom, get, start_operator, stop_operator
+from .test_operator import ready
 from .test_serving_process import SERVE, call, environment, free_port
 
 pytestmark = pytest.mark.cluster
@@ -454,10 +455,7 @@ def test_pods_source_reads_every_real_pod_of_the_track(
         cluster, namespace, built, f"{base}/{path.name}", image=IMAGE, replicas=2, scheduling={}
     )
     wait_until(
-        lambda: (
-            (c := condition(get(cluster, "modeldeployments", namespace, "shift"), "Ready"))
-            and c["status"] == "True"
-        ),
+        lambda: ready(cluster, namespace, "shift"),
         "ModelDeployment shift Ready on the real node",
         timeout=120,
     )

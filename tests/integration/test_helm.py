@@ -273,7 +273,7 @@ def test_operator_runs_in_cluster_from_the_chart_and_survives_its_pod(
     assert first.spec.node_name == REAL_NODE
     assert first.spec.service_account_name == "mlops-operator"
     uri, digest = artifact
-    version = model_version("1", (Path(), digest), artifact={"uri": uri, "digest": digest})
+    version = model_version("1", (Path(), digest), uri=uri)
     create(cluster, models, "modelversions", version)
     create(cluster, models, "modeldeployments", model_deployment("iris", scheduling={}))
 

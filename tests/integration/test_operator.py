@@ -32,7 +32,10 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, s
     }
 
 
-def model_version(version: str, built: tuple[Path, str], **spec: Any) -> dict[str, Any]:
+def model_version(
+    version: str, built: tuple[Path, str], *, uri: str | None = None, **spec: Any
+) -> dict[str, Any]:
+    """ModelVersion iris-<version> of the bundle `built`, at `uri` (by default its file)."""
     path, digest = built
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -42,7 +45,7 @@ def model_version(version: str, built: tuple[Path, str], **spec: Any) -> dict[st
             "model": "iris",
             "version": version,
             "framework": "sklearn",
-            "artifact": {"uri": f"file://{path}", "digest": digest},
+            "artifact": {"uri": uri or f"file://{path}", "digest": digest},
             **spec,
         },
     }

@@ -91,9 +91,7 @@ def serving_pods(cluster: Cluster, namespace: str, owner: str) -> list[client.V1
 
 def deploy(cluster: Cluster, namespace: str, version: str, digest: str) -> None:
     """A ModelVersion of the claim's file `iris-<version>.tar.gz`, and a deployment of it."""
-    uri = f"pvc://{CLAIM}/iris-{version}.tar.gz"
-    mv = model_version(version, (Path("unused"), digest))
-    mv["spec"]["artifact"]["uri"] = uri
+    mv = model_version(version, (Path(), digest), uri=f"pvc://{CLAIM}/iris-{version}.tar.gz")
     create(cluster, namespace, "modelversions", mv)
     # On the real node, whose kubelet runs the verify init container for real.
     mdep = model_deployment(

@@ -23,8 +23,8 @@ from kubernetes import client
 from mlops_operator.constants import LABEL_DEPLOYMENT
 
 from .kube import IMAGE, REAL_NODE, Cluster, wait_until
-from .operator_fixture import Operator, condition, get
-from .test_operator import create, model_deployment, model_version
+from .operator_fixture import Operator
+from .test_operator import create, model_deployment, model_version, ready
 
 pytestmark = pytest.mark.cluster
 
@@ -73,20 +73,19 @@ def deploy(
     """Register iris-1 from the HTTP artifact, deploy it on the real node, and wait for
     Ready; the seconds from the ModelDeployment's creation to Ready."""
     uri, digest = artifact
-    version = model_version("1", (Path(), digest), artifact={"uri": uri, "digest": digest})
+    version = model_version("1", (Path(), digest), uri=uri)
     create(cluster, namespace, "modelversions", version)
     # No kwok toleration: the pods go to the real node.
     body = model_deployment(name, image=IMAGE, scheduling={}, **spec)
     started = time.monotonic()
     create(cluster, namespace, "modeldeployments", body)
 
-    def ready() -> dict[str, Any] | None:
-        mdep = get(cluster, "modeldeployments", namespace, name)
-        found = condition(mdep, "Ready")
-        return mdep if found and found["status"] == "True" else None
-
     try:
-        wait_until(ready, f"ModelDeployment {name} Ready on the real node", timeout=120)
+        wait_until(
+            lambda: ready(cluster, namespace, name),
+            f"ModelDeployment {name} Ready on the real node",
+            timeout=120,
+        )
     except AssertionError:
         pods = cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide").stdout
         events = cluster.kubectl("get", "events", "-n", namespace).stdout
