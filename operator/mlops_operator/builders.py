@@ -69,6 +69,9 @@ class RenderConfig:
     """Requests of a serving container whose ModelDeployment sets no resources: without
     any, the scheduler packs pods on a node as if they cost nothing, and they are the
     first evicted (BestEffort)."""
+    scratch_size_limit: str = "8Gi"
+    """sizeLimit of the serving pods' /tmp emptyDir, which holds the verified copy of
+    the artifact and its unpacked bundle."""
 
 
 def child_name(owner: str, track: str) -> str:
@@ -124,10 +127,12 @@ def replicas_of(spec: ModelDeploymentSpec, config: RenderConfig) -> int:
 
 
 def _artifact_mounts(
-    version: ResolvedVersion,
+    version: ResolvedVersion, config: RenderConfig
 ) -> tuple[list[Manifest], list[Manifest], list[Manifest]]:
     """Volumes, mounts and env that give the pod its artifact and credentials."""
-    volumes: list[Manifest] = [{"name": "tmp", "emptyDir": {}}]
+    volumes: list[Manifest] = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": config.scratch_size_limit}}
+    ]
     mounts: list[Manifest] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108 - the emptyDir
     env: list[Manifest] = []
     parsed = urlparse(version.uri)
@@ -210,7 +215,7 @@ def render_deployment(
 ) -> Manifest:
     """The track's Deployment: the serving image pinned to the artifact and its digest,
     probes on the health routes, restricted security context, spread across zones."""
-    volumes, mounts, artifact_env = _artifact_mounts(version)
+    volumes, mounts, artifact_env = _artifact_mounts(version, config)
     if spec.serving.auth_secret_ref is not None:
         ref = spec.serving.auth_secret_ref
         volumes.append(

@@ -224,6 +224,7 @@ def _config(settings: OperatorSettings) -> RenderConfig:
         settings.default_replicas,
         settings.cluster_domain,
         settings.default_requests,
+        settings.scratch_size_limit,
     )
 
 

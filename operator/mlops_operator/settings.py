@@ -23,6 +23,9 @@ class OperatorSettings(BaseSettings):
     default_requests: dict[str, str] = {"cpu": "100m", "memory": "256Mi"}
     """Resource requests of serving containers whose ModelDeployment sets no resources
     (JSON), so that they are scheduled by what they use and are not BestEffort."""
+    scratch_size_limit: str = Field(default="8Gi", pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$")
+    """sizeLimit of the serving pods' /tmp emptyDir: it holds the verified copy of the
+    artifact and the unpacked bundle, so give it twice the largest bundle."""
     verify_artifacts: bool = True
     """Fetch and hash artifacts the operator can reach (http, https, s3, and file under
     file_artifact_root)."""

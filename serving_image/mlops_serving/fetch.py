@@ -9,10 +9,12 @@ is ever handed to a loader.
 
 import configparser
 import hashlib
+import json
 import os
 import shutil
 import socket
 import ssl
+import stat
 import tempfile
 import time
 import urllib.error
@@ -21,8 +23,8 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 from urllib.parse import urlparse
 
-from .bundle import BundleError, unpack
-from .digest import CHUNK, DIGEST_RE, DigestMismatchError, verify_file
+from .bundle import MANIFEST, BundleError, unpack
+from .digest import CHUNK, DIGEST_RE, DigestMismatchError
 
 SCHEMES = ("file", "pvc", "http", "https", "s3")
 
@@ -167,16 +169,33 @@ def _open_remote(uri: str, credentials: str | None, timeout: float) -> BinaryIO:
     raise BundleError(f"artifact uri {uri!r}: unsupported scheme (use {', '.join(SCHEMES)})")
 
 
+def _open_local(path: Path) -> BinaryIO:
+    """A local artifact file, checked to be a regular file once opened (not before,
+    which another writer could change in between)."""
+    source = path.open("rb")
+    if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):
+        source.close()
+        raise FetchError(f"{path.name} is not a regular file")
+    return source
+
+
 def _stream(
-    uri: str, credentials: str | None, sink: IO[bytes] | None, timeout: float, max_bytes: int
+    uri: str,
+    credentials: str | None,
+    sink: IO[bytes] | None,
+    timeout: float,
+    max_bytes: int,
+    *,
+    local: Path | None = None,
 ) -> tuple[str, int]:
-    """Read `uri` to its end within the deadline and the byte cap, hashing (and writing
-    to `sink`) as it streams; failures as FetchError."""
+    """Read `uri` (or the file `local` that it names) to its end within the deadline
+    and the byte cap, hashing (and writing to `sink`) as it streams; failures as
+    FetchError."""
     deadline = time.monotonic() + timeout
     sha = hashlib.sha256()
     size = 0
     try:
-        with _open_remote(uri, credentials, timeout) as source:
+        with _open_local(local) if local else _open_remote(uri, credentials, timeout) as source:
             # read() waits for a whole chunk, which a server dripping a byte at a time
             # never completes; read1() returns what one receive brings (http). An s3
             # endpoint is the operator's own setting, not a ModelVersion author's.
@@ -216,15 +235,16 @@ def download(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    local: Path | None = None,
 ) -> Path:
-    """Stream `uri` to `target`, verifying `digest` before the file appears there; a
-    failed or refused download leaves nothing behind."""
+    """Stream `uri` (or the local file it names) to `target`, verifying `digest` before
+    the file appears there; a failed or refused download leaves nothing behind."""
     if not DIGEST_RE.match(digest):
         raise DigestMismatchError(f"artifact digest {digest!r} is not of the form sha256:<64 hex>")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as partial:
         try:
-            actual, _ = _stream(uri, credentials, partial, timeout, max_bytes)
+            actual, _ = _stream(uri, credentials, partial, timeout, max_bytes, local=local)
         except BaseException:
             Path(partial.name).unlink(missing_ok=True)
             raise
@@ -247,35 +267,62 @@ def materialize(
     timeout: float = DEFAULT_TIMEOUT,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Path:
-    """A verified bundle directory for `uri`, fetched and unpacked as needed.
+    """A verified bundle directory for `uri`, in the pod's private `cache`.
 
-    The digest pins a tarball (or the bundle.json of a directory bundle);
-    bundle.json then pins every other file, which bundle.open_bundle checks.
+    Every artifact, local ones included, is copied into the cache and hashed as it
+    is copied, and is used only from there: what was verified is what is loaded,
+    even if a file on a shared volume changes between a check and a second read.
+    The digest pins a tarball (or the bundle.json of a directory bundle); bundle.json
+    then pins every other file, which bundle.open_bundle checks on the copy.
     """
     if digest is None:
         raise DigestMismatchError(f"artifact {uri}: no digest pinned; refusing to load it")
+    if not DIGEST_RE.match(digest):
+        raise DigestMismatchError(f"artifact digest {digest!r} is not of the form sha256:<64 hex>")
     path = local_path(uri, pvc_root)
-    if path is None:
-        path = cache / "artifacts" / digest.removeprefix("sha256:")
-        if not path.exists():
-            download(uri, digest, path, credentials, timeout=timeout, max_bytes=max_bytes)
-    if not path.exists():
+    if path is not None and not path.exists():
         raise BundleError(f"artifact {uri}: {path} does not exist")
-    if path.is_dir():
-        verify_file(path / "bundle.json", digest, f"artifact {uri} (bundle.json)")
-        directory = path
-    else:
-        verify_file(path, digest, f"artifact {uri}")
-        directory = cache / "bundles" / digest.removeprefix("sha256:")
-        if not (directory / "bundle.json").exists():
-            cache.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(dir=cache))
-            try:
-                unpack(path, staging)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            shutil.rmtree(directory, ignore_errors=True)
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            staging.replace(directory)
+    directory = cache / "bundles" / digest.removeprefix("sha256:")
+    if (directory / MANIFEST).exists():
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent))
+    try:
+        if path is not None and path.is_dir():
+            _copy_bundle(uri, path, digest, staging, timeout=timeout, max_bytes=max_bytes)
+        else:
+            tarball = cache / "artifacts" / digest.removeprefix("sha256:")
+            if not tarball.exists():
+                download(uri, digest, tarball, credentials, timeout=timeout,
+                         max_bytes=max_bytes, local=path)  # fmt: skip
+            unpack(tarball, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.replace(directory)
     return directory
+
+
+def _copy_bundle(
+    uri: str, source: Path, digest: str, into: Path, *, timeout: float, max_bytes: int
+) -> None:
+    """Copy a directory bundle: bundle.json checked against `digest` as it is copied,
+    then each file it pins, checked against its own digest."""
+    download(uri, digest, into / MANIFEST, timeout=timeout, max_bytes=max_bytes,
+             local=source / MANIFEST)  # fmt: skip
+    try:
+        files = json.loads((into / MANIFEST).read_bytes())["files"]
+        pinned = {str(name): str(file_digest) for name, file_digest in files.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise BundleError(f"{MANIFEST}: no files mapping of names to digests") from None
+    for name, file_digest in pinned.items():
+        if Path(name).name != name or name in {".", "..", MANIFEST}:
+            raise BundleError(f"{MANIFEST}: files names {name!r}, not a file of the bundle")
+        if not DIGEST_RE.match(file_digest):
+            raise BundleError(f"{MANIFEST}: files[{name!r}] is not a sha256 digest")
+        try:
+            download(uri, file_digest, into / name, timeout=timeout, max_bytes=max_bytes,
+                     local=source / name)  # fmt: skip
+        except DigestMismatchError as error:
+            raise DigestMismatchError(f"bundle file {name}: {error}") from None

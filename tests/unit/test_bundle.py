@@ -109,13 +109,37 @@ def test_tampered_pickle_is_refused_without_being_loaded(iris: Iris, tmp_path: P
     ):
         open_bundle(out)
     assert not marker.exists()
-    # The same exploit through the serving path, pinned by bundle.json's digest.
-    directory = materialize(
-        f"file://{out}", file_digest(out / "bundle.json"), tmp_path / "cache", tmp_path
-    )
-    with pytest.raises(DigestMismatchError):
-        open_bundle(directory)
+    # The same exploit through the serving path, pinned by bundle.json's digest: the
+    # copy into the cache refuses it.
+    with pytest.raises(DigestMismatchError, match=r"bundle file model\.pkl"):
+        materialize(f"file://{out}", file_digest(out / "bundle.json"), tmp_path / "cache", tmp_path)
     assert not marker.exists()
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("kind", ["directory", "tarball on a volume"])
+def test_what_is_verified_is_a_private_copy_and_what_is_loaded(
+    iris: Iris, iris_bundle: BuiltBundle, tmp_path: Path, kind: str
+) -> None:
+    """A file on a shared volume may change after it was checked: the bundle loaded is
+    the copy hashed on its way into the pod's cache, whatever the source does next."""
+    if kind == "directory":
+        source = bundle.build(iris.model, iris.frame, tmp_path / "b", name="iris", version="1")
+        uri, digest = f"file://{source}", file_digest(source / "bundle.json")
+        tamper = source / "model.joblib"
+    else:
+        claim = tmp_path / "pvc" / "models"
+        claim.mkdir(parents=True)
+        tamper = claim / "iris.tar.gz"
+        tamper.write_bytes(iris_bundle.path.read_bytes())
+        uri, digest = "pvc://models/iris.tar.gz", iris_bundle.digest
+    cache = tmp_path / "cache"
+    directory = materialize(uri, digest, cache, tmp_path / "pvc")
+    assert directory.is_relative_to(cache)
+    tamper.write_bytes(b"something else")
+    manifest, _ = open_bundle(directory)
+    assert manifest.name == "iris"
+    assert materialize(uri, digest, cache, tmp_path / "pvc") == directory
 
 
 def test_tarball_is_verified_before_it_is_unpacked(
@@ -125,7 +149,7 @@ def test_tarball_is_verified_before_it_is_unpacked(
     tampered.write_bytes(iris_bundle.path.read_bytes() + b"\0")
     with pytest.raises(DigestMismatchError, match=r"does not match the pinned"):
         materialize(f"file://{tampered}", iris_bundle.digest, tmp_path / "cache", tmp_path)
-    assert not (tmp_path / "cache").exists()
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     with pytest.raises(DigestMismatchError, match=r"no digest pinned"):
         materialize(f"file://{iris_bundle.path}", None, tmp_path / "cache", tmp_path)
     with pytest.raises(DigestMismatchError, match=r"not of the form"):
@@ -185,7 +209,7 @@ def test_unpacking_is_bounded_and_leaves_nothing_behind(tmp_path: Path) -> None:
     digest = file_digest(many)
     with pytest.raises(BundleError):
         materialize(f"file://{many}", digest, tmp_path / "cache", tmp_path)
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert list((tmp_path / "cache" / "bundles").iterdir()) == []
 
 
 def test_unknown_format_in_manifest_is_refused(iris: Iris, tmp_path: Path) -> None:
