@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from mlops_operator import kube
 from mlops_operator.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, Retrain
+from mlops_operator.builders import child_name
 from mlops_operator.conditions import Reporter, condition, merge
 from mlops_operator.constants import API_VERSION, GROUP, LABEL_DEPLOYMENT, LABEL_TRACK, SERVING_PORT
 from mlops_operator.drift import (
@@ -421,6 +422,8 @@ class Monitor:
         timeout = self.settings.request_timeout
         if spec.source.type == "url":
             assert spec.source.url is not None  # noqa: S101 - the CRD requires it
+            if token is not None:
+                self._check_token_goes_home(str(spec.source.url), mdep, spec.track)
             return read_endpoint(spec.source.url, since, token, timeout)
         if spec.source.type == "pods":
             return read_pods(
@@ -433,6 +436,20 @@ class Monitor:
                 may_dial=self.settings.may_dial,
             )
         raise SourceError("source type prometheus is not implemented yet; use pods or url")
+
+    def _check_token_goes_home(self, url: str, mdep: Object, track: str) -> None:
+        """The serving token is the ModelDeployment's, not the monitor author's: it
+        goes only to the track's own Service, by name or ClusterIP."""
+        service = child_name(mdep["metadata"]["name"], track)
+        host = urllib.parse.urlparse(url).hostname or ""
+        names = {service, f"{service}.{self.namespace}", f"{service}.{self.namespace}.svc"}
+        names.add(f"{service}.{self.namespace}.svc.{self.settings.cluster_domain}")
+        if host in names or host == kube.service_ip(self.namespace, service):
+            return
+        raise SourceError(
+            f"spec.source.url: {host} is not the Service {service} of track {track}; the "
+            "ModelDeployment's serving token is sent only there (or use source pods)"
+        )
 
     def _token(self, mdep: Object) -> str | None:
         ref = ((mdep.get("spec") or {}).get("serving") or {}).get("authSecretRef")

@@ -187,6 +187,17 @@ def secret_value(namespace: str, name: str, key: str, *, label: str | None = Non
         raise CredentialsError(f"Secret {name}: key {key!r} is not UTF-8 text") from None
 
 
+def service_ip(namespace: str, name: str) -> str | None:
+    """A Service's ClusterIP, or None if there is no such Service."""
+    try:
+        service = client.CoreV1Api(api_client()).read_namespaced_service(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return service.spec.cluster_ip if service.spec else None
+
+
 def ready_pod_ips(namespace: str, selector: str) -> list[str]:
     """The pod IPs of the Ready pods that match a label selector."""
     pods = client.CoreV1Api(api_client()).list_namespaced_pod(namespace, label_selector=selector)

@@ -481,3 +481,54 @@ def test_pods_source_reads_every_real_pod_of_the_track(
     assert condition(live, "DriftDetected")["status"] == "True", live["status"]
     assert live["status"]["samples"] == 3000
     assert sorted(f["name"] for f in live["status"]["features"] if f["drifted"]) == list(SHIFTED)
+
+
+def test_a_monitor_url_elsewhere_never_gets_the_serving_token(
+    cluster: Cluster, namespace: str, operator: Operator, built: tuple[Path, str]
+) -> None:
+    """The serving token is the ModelDeployment's: a DriftMonitor whose author points
+    `source.url` at a server of theirs gets a refusal, and the server gets nothing."""
+    client.CoreV1Api(cluster.api).create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="serving"), string_data={"token": "s3cret-t0ken"}
+        ),
+    )
+    registered(
+        cluster, namespace, built, serving={"authSecretRef": {"name": "serving", "key": "token"}}
+    )
+    asked: list[dict[str, str]] = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(dict(self.headers))
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        create(cluster, namespace, "driftmonitors", monitor("collector", url))
+        refused = wait_until(
+            lambda: (
+                (dm := get(cluster, "driftmonitors", namespace, "collector"))
+                .get("status", {})
+                .get("message")
+                and dm
+            ),
+            "the monitor to report why it did not read",
+            timeout=60,
+        )
+        assert (
+            "spec.source.url: 127.0.0.1 is not the Service shift-stable"
+            in (refused["status"]["message"])
+        )
+        assert condition(refused, "Ready")["status"] == "False"
+        assert asked == []
+    finally:
+        server.shutdown()
+        server.server_close()
