@@ -6,9 +6,11 @@
 #     prints its ModelVersion;
 #  3. the bundle is served over HTTP from the real node's address on the plane's
 #     bridge (the artifact store: the operator and the pods fetch it from there);
-#  4. the operator runs on this machine, the ModelVersion and a ModelDeployment are
-#     applied, and `kubectl wait` returns once the deployment is Ready: its two pods
-#     run the serving image on the real node;
+#  4. the operator runs on this machine, the ModelVersion and a ModelDeployment that
+#     requires approval are applied; `kubectl mlops approve` approves the version as
+#     the kubeconfig's user (the API server checks who may), and `kubectl wait`
+#     returns once the deployment is Ready: its two pods run the serving image on
+#     the real node;
 #  5. a prediction through `kubectl port-forward` to the model's Service, and the
 #     serving pod's log.
 set -euo pipefail
@@ -59,7 +61,7 @@ pids+=($!)
 mlops-bundle manifest "$WORK/iris-1.tar.gz" --uri "http://$HOST:18183/iris-1.tar.gz" \
   --stage Staging --alias champion --metric accuracy=0.97 >"$WORK/modelversion.yaml"
 
-MLOPS_SERVING_IMAGE="${MLOPS_SERVING_IMAGE:-localhost/mlops-serving:test}" MLOPS_WEBHOOK_HOST=127.0.0.1 MLOPS_WEBHOOK_LISTEN=127.0.0.1 MLOPS_LIVENESS_PORT=18181 \
+MLOPS_SERVING_IMAGE="${MLOPS_SERVING_IMAGE:-localhost/mlops-serving:test}" MLOPS_LIVENESS_PORT=18181 \
   MLOPS_METRICS_PORT=18182 mlops-operator --namespace "$NS" >"$WORK/operator.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 120); do curl -sf http://127.0.0.1:18181/healthz >/dev/null && break; sleep 0.5; done
@@ -75,7 +77,9 @@ spec:
   model: iris
   stable: {alias: champion}
   replicas: 2
+  requireApproval: true
 YAML
+step kubectl mlops approve mv/iris-1 -n "$NS"
 step kubectl wait -n "$NS" --for=condition=Ready mdep/iris --timeout=180s
 step kubectl get mv,mdep -n "$NS"
 step kubectl get deployments,services,pods -n "$NS" -o wide

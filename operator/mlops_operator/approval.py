@@ -1,109 +1,179 @@
-"""Approval of ModelVersions: an RBAC-checked act whose actor the API server names.
+"""Approval of ModelVersions: an act the API server checks, names and binds to bytes.
 
-A user approves with `kubectl annotate mv NAME mlops.dev/approval=approved` (or
-`rejected`). The operator's mutating admission webhook sees the request with the
-user the API server authenticated, asks the API server (SubjectAccessReview)
-whether that user may `approve` modelversions.mlops.dev, refuses the request if
-not, and otherwise stamps who and when into annotations, signed with a key only
-this operator process holds. Requests that touch those stamps without approving
-get them put back, so nobody can type their way to an approval.
+An approver sets three annotations in one request (`kubectl mlops approve mv/NAME`
+does it for them):
+
+    mlops.dev/approval: approved | rejected
+    mlops.dev/approved-by: their own user name
+    mlops.dev/approved-digest: spec.artifact.digest
+
+The ValidatingAdmissionPolicy below (shipped in crds/ and the chart) admits a
+request that changes any of them only when its user may `approve` that
+ModelVersion, names themself, and names the digest the ModelVersion pins.
+Revoking (removing them) needs the same verb. The API server enforces it, so
+nothing holds a key, nothing can be forged through a webhook, and approvals work
+while the operator is down. The operator copies what was admitted into status,
+and trusts the annotations only while the policy and its binding are in force.
 """
 
-import hashlib
-import hmac
-import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mlops_operator.conditions import now
 from mlops_operator.constants import GROUP
 
 ANNOTATION = f"{GROUP}/approval"
 APPROVED_BY = f"{GROUP}/approved-by"
-APPROVED_AT = f"{GROUP}/approved-at"
 APPROVED_DIGEST = f"{GROUP}/approved-digest"
-SIGNATURE = f"{GROUP}/approval-signature"
-STAMPS = (APPROVED_BY, APPROVED_AT, APPROVED_DIGEST, SIGNATURE)
+KEYS = (ANNOTATION, APPROVED_BY, APPROVED_DIGEST)
 STATES = {"approved": "Approved", "rejected": "Rejected"}
 VERB = "approve"
-
-_KEY = secrets.token_bytes(32)
-
-
-class DeniedError(Exception):
-    """The request may not change the approval; the message says why."""
+POLICY = f"modelversion-approval.{GROUP}"
+POLICY_FILE = "modelversion-approval.yaml"
 
 
 @dataclass(frozen=True)
 class Recorded:
     state: str
     by: str
-    at: str
     digest: str
     """spec.artifact.digest when the approval was given: what was approved."""
+    at: str | None
+    """When the API server admitted the approval (from managedFields), if known."""
 
 
-def _sign(*fields: str) -> str:
-    """The signature over namespace, name, value, approver, time and digest."""
-    message = "\0".join(fields).encode()
-    return hmac.new(_KEY, message, hashlib.sha256).hexdigest()
-
-
-def _digest(mv: dict[str, Any] | None) -> str:
-    return str((((mv or {}).get("spec") or {}).get("artifact") or {}).get("digest") or "")
-
-
-def _annotations(obj: dict[str, Any] | None) -> dict[str, str]:
-    return dict(((obj or {}).get("metadata") or {}).get("annotations") or {})
+def _annotations(obj: dict[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("annotations") or {})
 
 
 def read(mv: dict[str, Any]) -> Recorded | None:
-    """The approval stamped by this process's webhook for the artifact the ModelVersion
-    names now, or None if absent, forged, or given to other bytes."""
-    notes = _annotations(mv)
-    value, by, at, digest, signature = (notes.get(k) for k in (ANNOTATION, *STAMPS))
-    if value not in STATES or not by or not at or digest is None or not signature:
-        return None
-    meta = mv["metadata"]
-    expected = _sign(meta["namespace"], meta["name"], value, by, at, digest)
-    if not hmac.compare_digest(expected, signature) or digest != _digest(mv):
-        return None
-    return Recorded(STATES[value], by, at, digest)
+    """The approval the ModelVersion carries for the artifact it pins now, or None.
 
-
-def admit(
-    body: dict[str, Any],
-    old: dict[str, Any] | None,
-    namespace: str,
-    user: str,
-    allowed: Callable[[], bool],
-) -> dict[str, str | None]:
-    """Annotations to set (None removes) on a ModelVersion CREATE or UPDATE.
-
-    `allowed()` asks the API server whether `user` may approve; it is called only
-    when the request changes the approval annotation.
+    Under the policy an approval is complete and names the pinned digest; one that
+    is not (written before the policy was installed) counts as none.
     """
-    new_notes, old_notes = _annotations(body), _annotations(old)
-    value = new_notes.get(ANNOTATION)
-    if value == old_notes.get(ANNOTATION):
-        return {k: old_notes.get(k) for k in STAMPS if new_notes.get(k) != old_notes.get(k)}
-    if value is None:
-        return dict.fromkeys(STAMPS)
-    if value not in STATES:
-        raise DeniedError(
-            f"metadata.annotations[{ANNOTATION}]: must be one of {', '.join(STATES)}, not {value!r}"
-        )
-    if not allowed():
-        raise DeniedError(
-            f"user {user!r} may not {VERB} ModelVersions: that needs the verb {VERB!r} on "
-            f"modelversions.{GROUP} (a Role or ClusterRole rule)"
-        )
-    meta = body["metadata"]
-    at, digest = now(), _digest(body)
-    return {
-        APPROVED_BY: user,
-        APPROVED_AT: at,
-        APPROVED_DIGEST: digest,
-        SIGNATURE: _sign(namespace, meta["name"], value, user, at, digest),
+    notes = _annotations(mv)
+    value, by, digest = (notes.get(k) for k in KEYS)
+    pinned = mv["spec"]["artifact"]["digest"]
+    if value not in STATES or not by or not digest or digest != pinned:
+        return None
+    return Recorded(STATES[value], by, digest, _admitted_at(mv))
+
+
+def _admitted_at(mv: dict[str, Any]) -> str | None:
+    """The time of the write that last set the approval annotation, as the API
+    server stamped it in managedFields."""
+    times = [
+        entry["time"]
+        for entry in mv["metadata"].get("managedFields") or []
+        if entry.get("time")
+        and f"f:{ANNOTATION}"
+        in (((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:annotations") or {})
+    ]
+    return max(times, default=None)
+
+
+def _cel_get(key: str) -> str:
+    return f"('{key}' in variables.notes ? variables.notes['{key}'] : '')"
+
+
+def policy() -> list[dict[str, Any]]:
+    """The ValidatingAdmissionPolicy that makes approval an authorized act, and its
+    binding to every namespace."""
+    guard = "!variables.changed || "
+    approving = f"!('{ANNOTATION}' in variables.notes) || "
+    validations = [
+        {
+            "expression": guard + f"authorizer.group('{GROUP}').resource('modelversions')"
+            ".namespace(object.metadata.namespace).name(object.metadata.name)"
+            f".check('{VERB}').allowed()",
+            "messageExpression": "'user ' + request.userInfo.username + ' may not approve, "
+            f"reject or revoke ModelVersions: that needs the verb {VERB} on "
+            f"modelversions.{GROUP} (bind the ClusterRole mlops-approver)'",
+            "reason": "Forbidden",
+        },
+        {
+            "expression": guard + approving + f"variables.notes['{ANNOTATION}'] in "
+            f"{sorted(STATES)}",
+            "message": f"metadata.annotations[{ANNOTATION}] must be one of "
+            f"{', '.join(sorted(STATES))}",
+        },
+        {
+            "expression": guard + approving + f"{_cel_get(APPROVED_BY)} == "
+            "request.userInfo.username",
+            "messageExpression": f"'metadata.annotations[{APPROVED_BY}] must be your own "
+            "user name, ' + request.userInfo.username + ' (kubectl mlops approve fills it in)'",
+        },
+        {
+            "expression": guard + approving + f"{_cel_get(APPROVED_DIGEST)} == "
+            "object.spec.artifact.digest",
+            "messageExpression": f"'metadata.annotations[{APPROVED_DIGEST}] must be "
+            "spec.artifact.digest, ' + object.spec.artifact.digest + ', the bytes approved'",
+        },
+        {
+            "expression": guard + f"'{ANNOTATION}' in variables.notes || "
+            f"(!('{APPROVED_BY}' in variables.notes) && "
+            f"!('{APPROVED_DIGEST}' in variables.notes))",
+            "message": f"metadata.annotations: {APPROVED_BY} and {APPROVED_DIGEST} go "
+            f"together with {ANNOTATION}",
+        },
+    ]
+    keys = ", ".join(f"'{k}'" for k in KEYS)
+    spec = {
+        "failurePolicy": "Fail",
+        "matchConstraints": {
+            "resourceRules": [
+                {
+                    "apiGroups": [GROUP],
+                    "apiVersions": ["*"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["modelversions"],
+                }
+            ]
+        },
+        "variables": [
+            {
+                "name": "notes",
+                "expression": "has(object.metadata.annotations) ? object.metadata.annotations : {}",
+            },
+            {
+                "name": "old",
+                "expression": "oldObject != null && has(oldObject.metadata.annotations) ? "
+                "oldObject.metadata.annotations : {}",
+            },
+            {
+                "name": "changed",
+                "expression": f"[{keys}].exists(k, "
+                "(k in variables.notes ? variables.notes[k] : '') != "
+                "(k in variables.old ? variables.old[k] : ''))",
+            },
+        ],
+        "validations": validations,
     }
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": POLICY},
+            "spec": spec,
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": POLICY},
+            "spec": {"policyName": POLICY, "validationActions": ["Deny"]},
+        },
+    ]
+
+
+def in_force(policy_object: dict[str, Any] | None, binding: dict[str, Any] | None) -> bool:
+    """Whether the API server enforces approvals: the policy exists, fails closed, and
+    is bound to every namespace with the action Deny."""
+    if policy_object is None or binding is None:
+        return False
+    spec, bound = policy_object.get("spec") or {}, binding.get("spec") or {}
+    return (
+        spec.get("failurePolicy", "Fail") == "Fail"
+        and bound.get("policyName") == POLICY
+        and "Deny" in (bound.get("validationActions") or [])
+        and not bound.get("matchResources")
+    )

@@ -56,18 +56,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _listen(settings: OperatorSettings) -> str | None:
-    """Start the metrics server, and check that the liveness and webhook ports are
-    free; why not, if one cannot be had."""
-    wanted = [("liveness", "0.0.0.0", settings.liveness_port)]  # noqa: S104 - kopf's address
-    if settings.webhook_host:
-        wanted.append(("webhook", settings.webhook_listen, settings.webhook_port))
-    for what, host, port in wanted:
-        if not port:
-            continue
+    """Start the metrics server, and check that the liveness port is free; why not,
+    if one cannot be had."""
+    if port := settings.liveness_port:
         try:
-            socket.create_server((host, port)).close()
+            socket.create_server(("0.0.0.0", port)).close()  # noqa: S104 - kopf's address
         except OSError as error:
-            return f"cannot listen on the {what} port {host}:{port}: {_reason(error)}"
+            return f"cannot listen on the liveness port 0.0.0.0:{port}: {_reason(error)}"
     if settings.metrics_port:
         try:
             start_http_server(settings.metrics_port)

@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from mlops_operator import approval
 from mlops_operator.builders import ResolvedVersion
 from mlops_operator.constants import (
     FIELD_MANAGER,
@@ -291,31 +292,43 @@ def forget_lock(namespace: str, name: str) -> None:
         _locks.pop((namespace, name), None)
 
 
-def may(
-    *,
-    user: str,
-    groups: list[str],
-    uid: str | None,
-    extra: dict[str, list[str]] | None,
-    verb: str,
-    plural: str,
-    namespace: str,
-    name: str,
-) -> bool:
-    """Ask the API server's authorizers (RBAC) whether a user may act on a custom object."""
-    review = client.V1SubjectAccessReview(
-        spec=client.V1SubjectAccessReviewSpec(
-            user=user,
-            groups=groups,
-            uid=uid,
-            extra=extra,
-            resource_attributes=client.V1ResourceAttributes(
-                group=GROUP, resource=plural, verb=verb, namespace=namespace, name=name
-            ),
+_POLICIES = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
+_BINDINGS = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
+POLICY_CHECK_SECONDS = 30.0
+_policy_checked: tuple[float, str | None] = (-POLICY_CHECK_SECONDS, None)
+
+
+def approval_unenforced() -> str | None:
+    """None while the API server enforces approvals (approval.py), else why not.
+    Asked at most every POLICY_CHECK_SECONDS."""
+    global _policy_checked  # noqa: PLW0603 - one answer for the process, refreshed
+    checked_at, reason = _policy_checked
+    if time.monotonic() - checked_at < POLICY_CHECK_SECONDS:
+        return reason
+    what = f"the ValidatingAdmissionPolicy {approval.POLICY}"
+    try:
+        found = [_get_or_none(f"{path}/{approval.POLICY}") for path in (_POLICIES, _BINDINGS)]
+    except ApiException as error:
+        reason = f"{what} cannot be read ({error.status} {error.reason})"
+    else:
+        reason = (
+            None
+            if approval.in_force(*found)
+            else f"{what} is not installed, or not bound with validationActions [Deny] to "
+            "every namespace (kubectl apply -f crds/)"
         )
-    )
-    answer = client.AuthorizationV1Api(api_client()).create_subject_access_review(review)
-    return bool(answer.status and answer.status.allowed)
+    _policy_checked = (time.monotonic(), reason)
+    return reason
+
+
+def _get_or_none(path: str) -> Object | None:
+    try:
+        found: Object = _call("GET", path)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return found
 
 
 class ChildLedger:

@@ -1,30 +1,28 @@
 """kopf entry module: the handlers, each a few lines that delegate.
 
 Read it as a table of contents: what the operator reacts to, and where the
-work for each resource lives (modelversion.py, modeldeployment.py, driftmonitor.py,
-approval.py).
+work for each resource lives (modelversion.py, modeldeployment.py, driftmonitor.py).
+Approval needs no handler: the API server enforces it (approval.py).
 """
 
 import asyncio
+import contextlib
 import logging
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
 from mlops_operator import (
-    approval,
     driftmonitor,
+    health,
     kube,
     modeldeployment,
     modelversion,
     retry,
     timers,
-    webhook,
 )
 from mlops_operator.builders import ResolvedVersion
 from mlops_operator.conditions import Reporter
@@ -88,6 +86,7 @@ def _post_webhook(url: str, body: bytes, headers: dict[str, str]) -> None:
 
 
 TIMERS = timers.Timers(_run_monitor, LOG)
+HEARTBEAT = health.Heartbeat()
 
 
 def reporter(body: Body, logger: Log) -> Reporter:
@@ -104,7 +103,7 @@ def reporter(body: Body, logger: Log) -> Reporter:
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
-    """kopf's bookkeeping under our own prefix; watch, event and webhook tuning."""
+    """kopf's bookkeeping under our own prefix; watch and event tuning."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -114,19 +113,6 @@ def configure(settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
     settings.watching.server_timeout = SETTINGS.watch_server_timeout
     settings.watching.client_timeout = SETTINGS.watch_client_timeout
     settings.networking.request_timeout = SETTINGS.request_timeout
-    if SETTINGS.webhook_host:
-        directory = Path(SETTINGS.webhook_cert_dir or tempfile.mkdtemp(prefix="mlops-webhook-"))
-        cert, key = directory / "webhook.crt", directory / "webhook.key"
-        if not cert.exists():
-            cert, key = webhook.self_signed(SETTINGS.webhook_host, directory)
-        settings.admission.server = kopf.WebhookServer(
-            addr=SETTINGS.webhook_listen,
-            port=SETTINGS.webhook_port,
-            host=SETTINGS.webhook_host,
-            certfile=str(cert),
-            pkeyfile=str(key),
-        )
-        settings.admission.managed = GROUP
     logger.info("mlops-operator configured: image %s", SETTINGS.serving_image)
 
 
@@ -154,46 +140,13 @@ def _model_version(type: str | None, body: Body, key: Any, logger: Log) -> None:
         CHANGES.handled(body, key)
     else:
         kube.forget_lock(meta["namespace"], f"modelversions/{meta['name']}")
+        modelversion.FETCHES.forget(meta["namespace"], meta["name"])
     namespace = meta["namespace"]
     for mdep in modeldeployment.following(
         dict(body), kube.list_custom(modeldeployment.PLURAL, namespace)
     ):
         with reconciling("ModelDeployment"):
             modeldeployment.reconcile(mdep, SETTINGS, reporter(mdep, logger))
-
-
-def approve(
-    body: Body, namespace: str | None, userinfo: Any, patch: kopf.Patch, **kwargs: Any
-) -> None:
-    """Only users with the `approve` verb may approve; the API server names them."""
-    user = str(userinfo.get("username", ""))
-    name = body["metadata"].get("name", "")
-    namespace = namespace or ""
-
-    def allowed() -> bool:
-        return kube.may(
-            user=user,
-            groups=list(userinfo.get("groups") or []),
-            uid=userinfo.get("uid"),
-            extra=userinfo.get("extra"),
-            verb=approval.VERB,
-            plural="modelversions",
-            namespace=namespace,
-            name=name,
-        )
-
-    old = kwargs.get("old")
-    try:
-        changes = approval.admit(dict(body), dict(old) if old else None, namespace, user, allowed)
-    except approval.DeniedError as denied:
-        raise kopf.AdmissionError(str(denied), code=403) from None
-    for key, value in changes.items():
-        patch.metadata.annotations[key] = value
-
-
-if SETTINGS.webhook_host:
-    # Without a webhook nobody can approve: unsigned approval annotations are ignored.
-    kopf.on.mutate(*MV, operations=["CREATE", "UPDATE"], id="approval")(approve)
 
 
 @kopf.on.event(*MDEP)
@@ -279,11 +232,30 @@ async def start_background(memo: kopf.Memo, logger: Log, **_: Any) -> None:
     """
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(kube.WORKERS, thread_name_prefix="mlops"))
+
+    def fetched(key: modelversion.Key) -> None:
+        """A ModelVersion's artifact fetch ended: reconcile it, to record the result."""
+        retry_key = (modelversion.PLURAL, *key)
+        work = RETRIES.run(retry_key, lambda: _reconcile_latest(retry_key, logger), logger)
+        asyncio.run_coroutine_threadsafe(work, loop)
+
+    modelversion.FETCHES.finished = fetched
     memo["tasks"] = [
         loop.create_task(_resync(logger)),
         loop.create_task(_write_statuses(logger)),
         loop.create_task(TIMERS.loop()),
+        loop.create_task(HEARTBEAT.loop()),
     ]
+
+
+@kopf.on.probe(id="reconcileWorkers")
+async def reconcile_workers(**_: Any) -> float:
+    """Seconds since a reconcile worker was last free; /healthz fails past
+    stuck_seconds, and Kubernetes restarts the operator."""
+    silent = HEARTBEAT.silent_for()
+    if silent > SETTINGS.stuck_seconds:
+        raise kopf.PermanentError(f"no reconcile worker has been free for {silent:.0f} s")
+    return round(silent, 1)
 
 
 @kopf.on.cleanup()
@@ -344,8 +316,14 @@ def _resync_once(logger: Log) -> None:
                 meta = obj["metadata"]
                 if not SETTINGS.watches(meta["namespace"]):
                     continue
+                # ModelDeployments lock themselves (modeldeployment.reconcile).
+                lock = (
+                    kube.object_lock(meta["namespace"], f"modelversions/{meta['name']}")
+                    if module is modelversion
+                    else contextlib.nullcontext()
+                )
                 try:
-                    with reconciling(kind):
+                    with lock, reconciling(kind):
                         module.reconcile(obj, SETTINGS, reporter(obj, logger))
                 except Exception:
                     logger.exception(

@@ -1,13 +1,17 @@
 """ModelVersion reconcile: verify the artifact, record approval, guard aliases.
 
-Approval is an act checked by the API server's authorization: the admission
-webhook (approval.py) lets a request set the `mlops.dev/approval` annotation
-only for users allowed the custom verb `approve` on modelversions.mlops.dev,
-and signs who did it and when. This module trusts only signed approvals, and
-copies them into status, where users without status rights cannot write.
+Approval is an act the API server checks: its ValidatingAdmissionPolicy
+(approval.py) admits approval annotations only from users allowed the custom
+verb `approve` on modelversions.mlops.dev, naming themselves and the pinned
+digest. This module copies what was admitted into status, where users without
+status rights cannot write.
 """
 
 import json
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,18 +30,35 @@ from mlops_serving.fetch import FetchError, fetch_failure, remote_digest
 
 PLURAL = "modelversions"
 HISTORY_LIMIT = 50
+LOG = logging.getLogger(__name__)
 Object = dict[str, Any]
 
 
-def verify_artifact(mv: Object, settings: OperatorSettings) -> tuple[bool | None, str, Object]:
-    """(verified, message, artifact status); verified None when only the pod can check."""
+Verification = tuple[bool | None, str, Object]
+"""(verified, message, artifact status); verified None when only the pod can check."""
+
+
+def pod_verifies(mv: Object, settings: OperatorSettings) -> str | None:
+    """Why the operator leaves the artifact to the serving pod, if it does."""
+    uri = mv["spec"]["artifact"]["uri"]
+    scheme = urlparse(uri).scheme
+    if (
+        not settings.verify_artifacts
+        or scheme == "pvc"
+        or (scheme == "file" and _local_artifact(uri, settings.file_artifact_root) is None)
+    ):
+        return f"{scheme}:// artifacts are verified by the serving pod before loading"
+    return None
+
+
+def verify_artifact(mv: Object, settings: OperatorSettings) -> Verification:
+    """Fetch (or read) and hash the artifact; for those pod_verifies() does not leave
+    to the pod. Bounded by the artifact deadline and byte cap."""
     namespace = mv["metadata"]["namespace"]
     artifact = mv["spec"]["artifact"]
     uri, pinned = artifact["uri"], artifact["digest"]
     scheme = urlparse(uri).scheme
     local = _local_artifact(uri, settings.file_artifact_root) if scheme == "file" else None
-    if not settings.verify_artifacts or scheme == "pvc" or (scheme == "file" and local is None):
-        return None, f"{scheme}:// artifacts are verified by the serving pod before loading", {}
     try:
         credentials = None
         if artifact.get("secretRef"):
@@ -122,7 +143,7 @@ def reconcile(mv: Object, settings: OperatorSettings, report: Reporter) -> Objec
         reason, why = "ArtifactRejected", message
     progress.conditions.insert(0, condition("Ready", ready, reason, why, progress.generation))
     status: Object = {
-        "phase": "Ready" if ready else "Failed",
+        "phase": "Failed" if not ready else "Verifying" if _fetching(progress) else "Ready",
         "observedGeneration": progress.generation,
         "approval": approval_status,
         "history": progress.history,
@@ -155,8 +176,12 @@ def _artifact(
     ):
         # A pod's verify step refused this spec's artifact (recorded by record_pod_verdict).
         verified, message, status = False, str(known.get("message")), known
+    elif why := pod_verifies(mv, settings):
+        verified, message, status = None, why, {}
+    elif (done := FETCHES.take(mv, settings)) is None:
+        return _verifying(mv, progress)
     else:
-        verified, message, status = verify_artifact(mv, settings)
+        verified, message, status = done
         if verified is not None:
             progress.record(
                 {
@@ -176,6 +201,98 @@ def _artifact(
         item["status"] = "Unknown"
     progress.conditions.append(item)
     return verified, message, status
+
+
+def _fetching(progress: Progress) -> bool:
+    found = next((c for c in progress.conditions if c["type"] == "ArtifactVerified"), {})
+    return bool(found.get("reason") == "Verifying")
+
+
+def _verifying(mv: Object, progress: Progress) -> Verification:
+    """While a fetch runs: a failure found before stands (the fetch retries it), else
+    the artifact is being verified."""
+    before = _condition(progress.old, "ArtifactVerified") or {}
+    if before.get("reason") == "VerificationFailed":
+        message = str(before.get("message"))
+        progress.conditions.append(
+            condition("ArtifactVerified", False, "VerificationFailed", message, progress.generation)
+        )
+        return False, message, {}
+    uri = urlparse(mv["spec"]["artifact"]["uri"])
+    message = f"fetching {uri.scheme}://{uri.hostname or ''} to check the pinned digest"
+    item = condition("ArtifactVerified", False, "Verifying", message, progress.generation)
+    item["status"] = "Unknown"
+    progress.conditions.append(item)
+    return None, message, {}
+
+
+Key = tuple[str, str]
+"""(namespace, name) of a ModelVersion."""
+FETCH_WORKERS = 4
+
+
+class Fetches:
+    """Artifact fetches, off the reconcile path.
+
+    A fetch may take up to the artifact deadline (a slow or hostile server). Run in
+    the reconcile, under the ModelVersion's lock, every further edit of the object
+    parked one more reconcile thread behind it, until none was left for anything
+    else. Here fetches run on their own few threads, at most one per ModelVersion;
+    a reconcile that finds one running reports Verifying and returns at once, and
+    the fetch's end asks for a reconcile (`finished`), which takes the result.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="mlops-fetch")
+        self._guard = threading.Lock()
+        self._running: set[Key] = set()
+        self._done: dict[Key, tuple[tuple[str, str, str], Verification]] = {}
+        self.finished: Callable[[Key], None] = lambda key: None
+        """Called (on the fetch's thread) when a fetch ends."""
+
+    def take(self, mv: Object, settings: OperatorSettings) -> Verification | None:
+        """The finished verification of the artifact `mv` pins now, handed out once;
+        None while there is none, with a fetch started unless one runs already."""
+        key, artifact = _key(mv), _identity(mv)
+        with self._guard:
+            done = self._done.pop(key, None)
+            if done is not None and done[0] == artifact:
+                return done[1]
+            if key not in self._running:
+                self._running.add(key)
+                self._pool.submit(self._fetch, key, artifact, mv, settings)
+        return None
+
+    def _fetch(
+        self, key: Key, artifact: tuple[str, str, str], mv: Object, settings: OperatorSettings
+    ) -> None:
+        try:
+            result = verify_artifact(mv, settings)
+        except Exception:  # verify_artifact maps what it expects; this is a bug, logged
+            LOG.exception("verification of %s/%s failed", *key)
+            result = (False, "spec.artifact: verification failed; it is retried", {})
+        with self._guard:
+            self._running.discard(key)
+            self._done[key] = (artifact, result)
+        self.finished(key)
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._guard:
+            self._done.pop((namespace, name), None)
+
+
+def _key(mv: Object) -> Key:
+    return mv["metadata"]["namespace"], mv["metadata"]["name"]
+
+
+def _identity(mv: Object) -> tuple[str, str, str]:
+    """What a result is for: this object (a deleted and recreated one is another) and
+    the artifact it pins."""
+    artifact = mv["spec"]["artifact"]
+    return mv["metadata"].get("uid", ""), artifact["uri"], artifact["digest"]
+
+
+FETCHES = Fetches(FETCH_WORKERS)
 
 
 @dataclass(frozen=True)
@@ -270,40 +387,61 @@ def record_pod_verdict(
 
 
 def _approval(mv: Object, report: Reporter, progress: Progress) -> Object:
-    """Copy a signed approval into status; unsigned claims change nothing."""
+    """Copy the approval the API server admitted into status. While the policy that
+    enforces approvals is not in force, annotations are not read and status keeps
+    what it recorded."""
     before: Object = progress.old.get("approval") or {"state": "Pending"}
-    current = dict(before)
-    recorded = approval.read(mv)
-    if recorded is not None and (recorded.state, recorded.by) != (
-        before.get("state"),
-        before.get("approvedBy"),
+    unenforced = kube.approval_unenforced()
+    recorded = None if unenforced else approval.read(mv)
+    if unenforced or (
+        recorded is not None
+        and (recorded.state, recorded.by, recorded.digest)
+        == (before.get("state"), before.get("approvedBy"), before.get("approvedDigest"))
     ):
+        current = dict(before)
+    elif recorded is None:
+        # Nulls, so that the status merge-patch removes the revoked approver.
+        current = {
+            "state": "Pending",
+            "approvedBy": None,
+            "approvedAt": None,
+            "approvedDigest": None,
+        }
+    else:
         current = {
             "state": recorded.state,
             "approvedBy": recorded.by,
-            "approvedAt": recorded.at,
-            "approvedDigest": recorded.digest or None,
+            "approvedAt": recorded.at or now(),
+            "approvedDigest": recorded.digest,
         }
+    if _given(current) != _given(before):
+        by = current.get("approvedBy")
         progress.record(
             {
-                "time": recorded.at,
+                "time": current.get("approvedAt") or now(),
                 "type": "Approval",
                 "from": before.get("state", "Pending"),
-                "to": recorded.state,
-                "by": recorded.by,
+                "to": current["state"],
+                **({"by": by} if by else {}),
             }
         )
-        report.normal(recorded.state, f"{recorded.state.lower()} by {recorded.by}")
-    approved = current.get("state") == "Approved"
-    message = (
-        f"approved by {current.get('approvedBy')}"
-        if approved
-        else f"approval state {current['state']}"
-    )
+        if recorded is None:
+            report.normal("ApprovalRevoked", f"approval revoked (was {before.get('state')})")
+        else:
+            report.normal(recorded.state, f"{recorded.state.lower()} by {recorded.by}")
+    approved = current["state"] == "Approved"
+    message = f"approved by {current.get('approvedBy')}" if approved else current["state"]
+    if unenforced:
+        message += f"; approvals are not read: {unenforced}"
+    reason = "ApprovalNotEnforced" if unenforced and not approved else current["state"]
     progress.conditions.append(
-        condition("Approved", approved, current["state"], message, progress.generation)
+        condition("Approved", approved, reason, message, progress.generation)
     )
     return current
+
+
+def _given(fields: Object) -> Object:
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _stage(mv: Object, report: Reporter, progress: Progress) -> None:
@@ -336,7 +474,7 @@ def change_key(mv: Object) -> tuple[Any, ...]:
     notes = mv["metadata"].get("annotations") or {}
     return (
         mv["metadata"].get("generation"),
-        *(notes.get(k) for k in (approval.ANNOTATION, *approval.STAMPS)),
+        *(notes.get(k) for k in approval.KEYS),
     )
 
 

@@ -51,14 +51,9 @@ class OperatorSettings(BaseSettings):
     """Timeout of one API request."""
     event_level: str = "INFO"
     """Lowest log level that is also posted as a Kubernetes Event."""
-    webhook_host: str | None = None
-    """Address the API server calls the admission webhook at (enables approval checks)."""
-    webhook_port: int = Field(default=9443, ge=1, le=65535)
-    """Port of the admission webhook."""
-    webhook_listen: str = "0.0.0.0"  # noqa: S104 - in a pod the webhook serves its Service
-    """Address the webhook server binds."""
-    webhook_cert_dir: str | None = None
-    """Folder with webhook.crt and webhook.key; a self-signed pair is made when unset."""
+    stuck_seconds: float = Field(default=120, gt=0)
+    """How long every reconcile worker may stay busy before /healthz fails, so that
+    Kubernetes restarts an operator that no longer reconciles anything."""
     resync_seconds: float = Field(default=600, gt=0)
     """Period of the safety-net reconcile of every ModelVersion and ModelDeployment
     (events drive the work; this only catches what a lost watch event missed)."""

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,14 +41,20 @@ class Operator:
         )
 
     def alive(self) -> bool:
+        return self.health() == 200
+
+    def health(self) -> int | None:
+        """The status code of /healthz; None while nothing answers."""
         assert self.process.poll() is None, self.logs()
         try:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2
             ) as answer:
-                return bool(answer.status == 200)
+                return int(answer.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
         except OSError:
-            return False
+            return None
 
     def kill(self) -> None:
         """SIGKILL: no clean-up, no finished handlers, as when a node dies."""
@@ -56,7 +63,7 @@ class Operator:
 
 
 def start_operator(
-    cluster: Cluster, directory: Path, *, webhook: bool = True, **extra: str
+    cluster: Cluster, directory: Path, *, wait: bool = True, **extra: str
 ) -> Operator:
     directory.mkdir(parents=True, exist_ok=True)
     liveness, metrics = free_port(), free_port()
@@ -65,10 +72,6 @@ def start_operator(
         "KUBECONFIG": str(cluster.kubeconfig),
         "MLOPS_LIVENESS_PORT": str(liveness),
         "MLOPS_METRICS_PORT": str(metrics),
-        "MLOPS_WEBHOOK_HOST": "127.0.0.1",
-        "MLOPS_WEBHOOK_LISTEN": "127.0.0.1",
-        "MLOPS_WEBHOOK_PORT": str(free_port()),
-        "MLOPS_WEBHOOK_CERT_DIR": str(directory / "certs"),
         "MLOPS_RESYNC_SECONDS": "10",
         # The tests' file:// bundles live in pytest's temporary folders.
         "MLOPS_FILE_ARTIFACT_ROOT": tempfile.gettempdir(),
@@ -82,17 +85,8 @@ def start_operator(
         subprocess.Popen(["true"]), directory / "operator.log", env, metrics, liveness
     )
     operator.spawn()
-    wait_until(operator.alive, "the operator's liveness endpoint", timeout=60)
-    if not webhook:
-        return operator
-    wait_until(
-        lambda: (
-            cluster.kubectl("get", "mutatingwebhookconfiguration", GROUP, check=False).returncode
-            == 0
-        ),
-        "the operator's admission webhook to be registered",
-        timeout=30,
-    )
+    if wait:
+        wait_until(operator.alive, "the operator's liveness endpoint", timeout=60)
     return operator
 
 
@@ -121,27 +115,14 @@ def operator(
 @pytest.fixture
 def sole_operator(cluster: Cluster) -> Iterator[None]:
     """For tests that run an operator of their own: the session's operator (which
-    watches the whole cluster) is stopped, with its webhook registration, and
-    started again afterwards."""
+    watches the whole cluster) is stopped, and started again afterwards."""
     paused = list(SESSION)
     for running in paused:
         stop_operator(running)
-    for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
-        cluster.kubectl("delete", kind, GROUP, "--ignore-not-found")
     yield
     for running in paused:
         running.spawn()
         wait_until(running.alive, "the session's operator to be back", timeout=60)
-        wait_until(
-            lambda: (
-                cluster.kubectl(
-                    "get", "mutatingwebhookconfiguration", GROUP, check=False
-                ).returncode
-                == 0
-            ),
-            "the session's operator to register its webhook again",
-            timeout=30,
-        )
 
 
 def custom(cluster: Cluster) -> client.CustomObjectsApi:

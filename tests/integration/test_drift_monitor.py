@@ -391,7 +391,7 @@ def test_retraining_starts_once_per_cooldown_across_restarts(
     servers: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    registered_operator = start_operator(cluster, tmp_path / "operator", webhook=False)
+    registered_operator = start_operator(cluster, tmp_path / "operator")
     try:
         registered(cluster, namespace, built)
         actions = {"retrain": {"cooldown": "1h", "jobTemplate": TRAIN_JOB}}

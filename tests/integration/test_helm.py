@@ -55,7 +55,7 @@ def test_chart_lints_renders_both_scopes_and_checks_its_values(cluster: Cluster)
     assert "deployments" not in granted
     assert "secrets" not in granted
     for value, field in (
-        ("webhook.port=abc", "/webhook/port"),
+        ("metrics.port=abc", "/metrics/port"),
         ("extraEnv.FOO=1", "FOO"),
         ("watchNamespaces={Bad_Name}", "/watchNamespaces/0"),
         ("logFormat=xml", "/logFormat"),
@@ -82,7 +82,6 @@ def installed(cluster: Cluster, *values: str) -> Iterator[tuple[str, str]]:
     cluster.helm(
         "install", "mlops-operator", str(CHART), "-n", system,
         "--set", f"watchNamespaces={{{models}}}",
-        "--set", "webhook.enabled=false",
         "--set", "image.repository=localhost/mlops-operator", "--set", "image.tag=test",
         *values,
     )  # fmt: skip
@@ -184,10 +183,8 @@ def test_chart_installs_and_its_rbac_runs_the_operator(
     operator = start_operator(
         cluster,
         tmp_path / "operator",
-        webhook=False,
         KUBECONFIG=str(token_kubeconfig(cluster, system, "mlops-operator", tmp_path / "sa.json")),
         MLOPS_NAMESPACES=json.dumps([models]),
-        MLOPS_WEBHOOK_HOST="",
     )
     try:
         deploy_until_ready(cluster, models, built, lambda: operator.logs()[-1500:], 90)

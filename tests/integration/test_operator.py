@@ -3,7 +3,9 @@ ModelDeployments rendered, applied, repaired, collected, and honest in status.""
 
 import itertools
 import json
+import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from mlops_operator.constants import GROUP, VERSION
 
 from .kube import ON_KWOK, Cluster, iris_bundle, wait_until
-from .operator_fixture import Operator, condition, get
+from .operator_fixture import Operator, condition, get, start_operator, stop_operator
 
 pytestmark = pytest.mark.cluster
 T = TypeVar("T")
@@ -334,82 +336,46 @@ def test_unapproved_version_is_refused_until_approved_by_an_allowed_user(
     assert "ModelVersion iris-1 (version 1) is not approved" in reason["message"]
     assert deployment(cluster, namespace, "iris-stable") is None
 
-    rbac = client.RbacAuthorizationV1Api(cluster.api)
     for user, verbs in (
         ("alice", ["get", "list", "patch", "update"]),
         ("bob", ["get", "list", "patch", "update", "approve"]),
+        ("carol", ["get", "list", "patch", "update", "approve"]),
     ):
-        rbac.create_namespaced_role(
-            namespace,
-            client.V1Role(
-                metadata=client.V1ObjectMeta(name=user),
-                rules=[
-                    client.V1PolicyRule(
-                        api_groups=[GROUP], resources=["modelversions"], verbs=verbs
-                    )
-                ],
-            ),
-        )
-        rbac.create_namespaced_role_binding(
-            namespace,
-            client.V1RoleBinding(
-                metadata=client.V1ObjectMeta(name=user),
-                role_ref=client.V1RoleRef(
-                    api_group="rbac.authorization.k8s.io", kind="Role", name=user
-                ),
-                subjects=[
-                    client.RbacV1Subject(
-                        api_group="rbac.authorization.k8s.io", kind="User", name=user
-                    )
-                ],
-            ),
-        )
+        grant(cluster, namespace, user, verbs)
+    digest = get(cluster, "modelversions", namespace, "iris-1")["spec"]["artifact"]["digest"]
 
     def annotate(user: str, *pairs: str) -> subprocess.CompletedProcess[str]:
         return cluster.kubectl(
-            "annotate",
-            "--overwrite",
-            "mv",
-            "iris-1",
-            "-n",
-            namespace,
-            f"--as={user}",
-            *pairs,
+            "annotate", "--overwrite", "mv", "iris-1", "-n", namespace, f"--as={user}", *pairs,
             check=False,
-        )
+        )  # fmt: skip
 
-    denied = annotate("alice", "mlops.dev/approval=approved")
-    assert denied.returncode != 0
-    assert "user 'alice' may not approve ModelVersions" in denied.stderr
-    forged = annotate(
-        "alice",
-        "mlops.dev/approved-by=alice",
-        "mlops.dev/approved-digest=sha256:" + "0" * 64,
-        "mlops.dev/approval-signature=abc",
-    )
-    assert forged.returncode == 0
-    annotations = get(cluster, "modelversions", namespace, "iris-1")["metadata"].get(
-        "annotations", {}
-    )
-    for stamp in ("approved-by", "approved-digest", "approval-signature"):
-        assert f"mlops.dev/{stamp}" not in annotations
+    alice = kubectl_mlops(cluster, "approve", "mv/iris-1", "-n", namespace, "--as=alice")
+    assert alice.returncode == 1
+    assert "user alice may not approve, reject or revoke ModelVersions" in alice.stderr
+    for user, pairs, why in (
+        # alice, without the verb, signs as bob
+        ("alice", ("approved-by=bob", f"approved-digest={digest}"), "user alice may not approve"),
+        # carol may approve, but not in bob's name
+        ("carol", ("approved-by=bob", f"approved-digest={digest}"), "your own user name, carol"),
+        # bob approves other bytes than the ones pinned
+        ("bob", ("approved-by=bob", "approved-digest=sha256:" + "0" * 64), "spec.artifact.digest"),
+        # bob approves without saying what
+        ("bob", (), "must be your own user name, bob"),
+    ):
+        denied = annotate(user, "mlops.dev/approval=approved", *(f"mlops.dev/{p}" for p in pairs))
+        assert denied.returncode != 0, (user, pairs)
+        assert why in denied.stderr, denied.stderr
+    notes = get(cluster, "modelversions", namespace, "iris-1")["metadata"].get("annotations", {})
+    assert not [k for k in notes if k.startswith("mlops.dev/appro")]
 
-    allowed = annotate("bob", "mlops.dev/approval=approved")
+    allowed = kubectl_mlops(cluster, "approve", "mv/iris-1", "-n", namespace, "--as=bob")
     assert allowed.returncode == 0, allowed.stderr
-    mv = wait_until(
-        lambda: (
-            (m := get(cluster, "modelversions", namespace, "iris-1"))["status"]
-            .get("approval", {})
-            .get("state")
-            == "Approved"
-            and m
-        ),
-        "the approval to reach the ModelVersion's status",
-        timeout=60,
-    )
+    assert allowed.stdout.strip() == f"modelversion iris-1 approved by bob ({digest})"
+    mv = approval_state(cluster, namespace, "Approved")
     assert mv["status"]["approval"]["approvedBy"] == "bob"
     # What bob approved: these bytes, which spec.artifact can no longer be moved off.
-    assert mv["status"]["approval"]["approvedDigest"] == mv["spec"]["artifact"]["digest"]
+    assert mv["status"]["approval"]["approvedDigest"] == digest
     entry = [h for h in mv["status"]["history"] if h["type"] == "Approval"][-1]
     assert (entry["to"], entry["by"]) == ("Approved", "bob")
 
@@ -422,6 +388,100 @@ def test_unapproved_version_is_refused_until_approved_by_an_allowed_user(
     wait_until(approval_event, "an Event recording the approval", timeout=30)
     wait_until(
         lambda: ready(cluster, namespace, "iris"), "the approved version to be deployed", timeout=90
+    )
+    # Revoking is approving's business too.
+    for attempt in (
+        kubectl_mlops(cluster, "revoke", "mv/iris-1", "-n", namespace, "--as=alice"),
+        annotate(
+            "alice", "mlops.dev/approval-", "mlops.dev/approved-by-", "mlops.dev/approved-digest-"
+        ),
+    ):
+        assert attempt.returncode != 0
+        assert "user alice may not approve" in attempt.stderr
+    mv = get(cluster, "modelversions", namespace, "iris-1")
+    assert mv["metadata"]["annotations"]["mlops.dev/approved-by"] == "bob"
+
+
+def test_approval_needs_no_operator_and_revoking_returns_to_pending(
+    cluster: Cluster, namespace: str, sole_operator: None, bundles: dict[str, tuple[Path, str]],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The API server enforces approval: it works while no operator runs, and the
+    operator records it, with the time the API server admitted it, when it starts."""
+    create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
+    grant(cluster, namespace, "bob", ["get", "list", "patch", "update", "approve"])
+    approved = kubectl_mlops(cluster, "approve", "mv/iris-1", "-n", namespace, "--as=bob")
+    assert approved.returncode == 0, approved.stderr
+    admitted = next(
+        e["time"]
+        for e in get(cluster, "modelversions", namespace, "iris-1")["metadata"]["managedFields"]
+        if "f:mlops.dev/approval" in e["fieldsV1"].get("f:metadata", {}).get("f:annotations", {})
+    )
+    started = start_operator(cluster, tmp_path / "operator")
+    try:
+        mv = approval_state(cluster, namespace, "Approved")
+        assert mv["status"]["approval"]["approvedBy"] == "bob"
+        assert mv["status"]["approval"]["approvedAt"] == admitted
+
+        revoked = kubectl_mlops(cluster, "revoke", "mv/iris-1", "-n", namespace, "--as=bob")
+        assert revoked.returncode == 0, revoked.stderr
+        mv = approval_state(cluster, namespace, "Pending")
+        assert mv["status"]["approval"] == {"state": "Pending"}
+        entry = [h for h in mv["status"]["history"] if h["type"] == "Approval"][-1]
+        assert (entry["from"], entry["to"]) == ("Approved", "Pending")
+        assert condition(mv, "Approved")["status"] == "False"
+    finally:
+        stop_operator(started)
+
+
+def approval_state(cluster: Cluster, namespace: str, state: str) -> dict[str, Any]:
+    """ModelVersion iris-1, once its status records the approval state `state`."""
+
+    def recorded() -> dict[str, Any] | None:
+        mv = get(cluster, "modelversions", namespace, "iris-1")
+        return mv if (mv.get("status") or {}).get("approval", {}).get("state") == state else None
+
+    return wait_until(recorded, f"approval state {state} in iris-1's status", timeout=60)
+
+
+def grant(cluster: Cluster, namespace: str, user: str, verbs: list[str]) -> None:
+    """A Role with `verbs` on ModelVersions, bound to `user`."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    rbac.create_namespaced_role(
+        namespace,
+        client.V1Role(
+            metadata=client.V1ObjectMeta(name=user),
+            rules=[
+                client.V1PolicyRule(api_groups=[GROUP], resources=["modelversions"], verbs=verbs)
+            ],
+        ),
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name=user),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="Role", name=user
+            ),
+            subjects=[
+                client.RbacV1Subject(api_group="rbac.authorization.k8s.io", kind="User", name=user)
+            ],
+        ),
+    )
+
+
+def kubectl_mlops(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl mlops ...` as a user runs it: kubectl finds the plugin on PATH."""
+    kubectl = cluster.tool("kubectl")
+    path = os.pathsep.join((str(Path(sys.executable).parent), str(Path(kubectl).parent),
+                            os.environ.get("PATH", "")))  # fmt: skip
+    return subprocess.run(
+        [kubectl, "mlops", *args],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

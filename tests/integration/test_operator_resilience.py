@@ -1,10 +1,12 @@
 """The operator converges through crashes: SIGKILL at random points, and an API server
 restart underneath it."""
 
+import http.server
 import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -239,3 +241,104 @@ def test_a_refused_reconcile_is_retried_long_before_the_resync(
             except ApiException as error:
                 if error.status != 404:
                     raise
+
+
+def test_a_dripping_artifact_server_and_20_edits_stall_nothing_else(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    bundles: dict[str, tuple[Path, str]],  # noqa: F811
+) -> None:
+    """ModelVersion authors point 20 versions at a server that never finishes (more
+    than there are reconcile workers), and edit one of them 20 times. Fetches run
+    outside the reconcile workers, one per ModelVersion at a time: another model
+    deploys at once, and /healthz stays green."""
+    requested: list[str] = []
+    drip = dripping_server(requested)
+    base = f"http://127.0.0.1:{drip.server_address[1]}"
+    try:
+        for version in range(100, 120):
+            create(
+                cluster,
+                namespace,
+                "modelversions",
+                model_version(str(version), bundles["1"], uri=f"{base}/{version}", model="stuck"),
+            )
+        wait_until(lambda: requested, "the operator to start fetching", timeout=30)
+        custom = client.CustomObjectsApi(cluster.api)
+        for edit in range(20):
+            custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, "modelversions", "iris-100",
+                {"spec": {"metrics": {"edit": float(edit)}}},
+            )  # fmt: skip
+        create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
+        create(cluster, namespace, "modeldeployments", model_deployment("iris"))
+        # The fetches' deadline is 60 s: on a stalled operator, nothing moves before.
+        wait_until(lambda: ready(cluster, namespace, "iris"), "another model to deploy", timeout=30)
+        assert operator.alive()
+        stuck = get(cluster, "modelversions", namespace, "iris-100")
+        assert stuck["status"]["phase"] == "Verifying"
+        assert condition(stuck, "ArtifactVerified")["reason"] == "Verifying"
+        assert stuck["status"]["observedGeneration"] == stuck["metadata"]["generation"]
+        assert requested.count("/100") == 1, "one fetch per ModelVersion at a time"
+        assert len(requested) == len(set(requested))
+    finally:
+        drip.shutdown()
+        drip.server_close()
+
+
+def dripping_server(requested: list[str]) -> http.server.ThreadingHTTPServer:
+    """A server on loopback that sends a byte of its answer every half second, forever
+    (until shut down); it records the path of each request."""
+    stop = threading.Event()
+
+    class Drip(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requested.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            try:
+                while not stop.wait(0.5):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+            except OSError:
+                return
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    original = server.shutdown
+
+    def shutdown() -> None:
+        stop.set()
+        original()
+
+    server.shutdown = shutdown  # type: ignore[method-assign]
+    return server
+
+
+def test_healthz_fails_once_no_worker_was_free_for_stuck_seconds(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """kopf answers /healthz while its event loop runs, stuck workers or not; the
+    operator's probe makes it fail. Here every moment counts as stuck (the heartbeat
+    itself is tested in tests/unit/test_health.py)."""
+    stuck = start_operator(
+        cluster,
+        tmp_path / "operator",
+        wait=False,
+        MLOPS_STUCK_SECONDS="0.000001",
+        MLOPS_NAMESPACES='["nothing-here"]',
+    )
+    try:
+        assert wait_until(stuck.health, "/healthz to answer", timeout=60) == 500
+        wait_until(
+            lambda: "no reconcile worker has been free for" in stuck.logs(),
+            "the reason in the operator's log",
+            timeout=10,
+        )
+    finally:
+        stop_operator(stuck)

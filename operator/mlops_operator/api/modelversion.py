@@ -178,7 +178,7 @@ class ApprovalStatus(ApiModel):
     approved_by: ShortText | None = None
     """User name of the approver, as authenticated by the API server."""
     approved_at: Timestamp | None = None
-    """When approval was given."""
+    """When the API server admitted the approval (its managedFields time)."""
     approved_digest: Digest | None = None
     """spec.artifact.digest when approval was given: the bytes that were approved."""
 

@@ -1,0 +1,135 @@
+"""What the operator reads as an approval, when it trusts the API server to have
+checked it, and what `kubectl mlops` writes. The policy itself is exercised on the
+API server (tests/integration/test_operator.py)."""
+
+from typing import Any
+
+import pytest
+
+from mlops_operator import approval
+from mlops_operator.kubectl_plugin import PluginError, annotations, model_version_name
+
+PINNED = "sha256:" + "a" * 64
+OTHER = "sha256:" + "b" * 64
+
+
+def model_version(notes: dict[str, str], fields: list[dict[str, Any]] | None = None) -> Any:
+    return {
+        "metadata": {"name": "iris-1", "annotations": notes, "managedFields": fields or []},
+        "spec": {"artifact": {"digest": PINNED}},
+    }
+
+
+def written(at: str, *keys: str) -> dict[str, Any]:
+    """A managedFields entry of a write at `at` that set `keys` as annotations."""
+    owned: dict[str, Any] = {f"f:{k}": {} for k in keys}
+    return {
+        "manager": "kubectl-annotate",
+        "time": at,
+        "fieldsV1": {"f:metadata": {"f:annotations": owned}},
+    }
+
+
+APPROVED = {
+    approval.ANNOTATION: "approved",
+    approval.APPROVED_BY: "bob",
+    approval.APPROVED_DIGEST: PINNED,
+}
+
+
+@pytest.mark.parametrize(
+    ("notes", "expected"),
+    [
+        (APPROVED, ("Approved", "bob", PINNED)),
+        ({**APPROVED, approval.ANNOTATION: "rejected"}, ("Rejected", "bob", PINNED)),
+        ({**APPROVED, approval.APPROVED_DIGEST: OTHER}, None),  # other bytes
+        ({k: v for k, v in APPROVED.items() if k != approval.APPROVED_DIGEST}, None),
+        ({k: v for k, v in APPROVED.items() if k != approval.APPROVED_BY}, None),
+        ({**APPROVED, approval.ANNOTATION: "yes"}, None),
+        ({}, None),
+    ],
+)
+def test_read(notes: dict[str, str], expected: tuple[str, str, str] | None) -> None:
+    recorded = approval.read(model_version(notes))
+    assert (recorded and (recorded.state, recorded.by, recorded.digest)) == expected
+
+
+def test_read_takes_the_time_of_the_write_that_set_the_approval() -> None:
+    fields = [
+        written("2026-01-01T00:00:00Z", "team"),
+        written("2026-01-02T00:00:00Z", *approval.KEYS),
+        written("2026-01-03T00:00:00Z", "note"),
+    ]
+    recorded = approval.read(model_version(APPROVED, fields))
+    assert recorded is not None
+    assert recorded.at == "2026-01-02T00:00:00Z"
+    assert approval.read(model_version(APPROVED)).at is None
+
+
+POLICY, BINDING = approval.policy()
+
+
+@pytest.mark.parametrize(
+    ("policy", "binding", "enforced"),
+    [
+        (POLICY, BINDING, True),
+        (None, BINDING, False),
+        (POLICY, None, False),
+        ({**POLICY, "spec": {**POLICY["spec"], "failurePolicy": "Ignore"}}, BINDING, False),
+        (POLICY, {**BINDING, "spec": {**BINDING["spec"], "validationActions": ["Warn"]}}, False),
+        (POLICY, {**BINDING, "spec": {**BINDING["spec"], "validationActions": ["Audit"]}}, False),
+        (POLICY, {**BINDING, "spec": {**BINDING["spec"], "policyName": "other"}}, False),
+        (
+            POLICY,
+            {**BINDING, "spec": {**BINDING["spec"], "matchResources": {"namespaceSelector": {}}}},
+            False,
+        ),
+    ],
+)
+def test_in_force(policy: Any, binding: Any, enforced: bool) -> None:
+    assert approval.in_force(policy, binding) is enforced
+
+
+@pytest.mark.parametrize(
+    ("ref", "name"),
+    [
+        ("mv/iris-1", "iris-1"),
+        ("modelversion/iris-1", "iris-1"),
+        ("modelversions.mlops.dev/iris-1", "iris-1"),
+        ("iris-1", "iris-1"),
+        ("deploy/iris-1", None),
+        ("mv/", None),
+    ],
+)
+def test_model_version_name(ref: str, name: str | None) -> None:
+    if name is None:
+        with pytest.raises(PluginError, match="not a ModelVersion"):
+            model_version_name(ref)
+    else:
+        assert model_version_name(ref) == name
+
+
+@pytest.mark.parametrize(
+    ("action", "arguments"),
+    [
+        (
+            "approve",
+            [
+                "mlops.dev/approval=approved",
+                "mlops.dev/approved-by=bob",
+                f"mlops.dev/approved-digest={PINNED}",
+            ],
+        ),
+        (
+            "reject",
+            [
+                "mlops.dev/approval=rejected",
+                "mlops.dev/approved-by=bob",
+                f"mlops.dev/approved-digest={PINNED}",
+            ],
+        ),
+        ("revoke", ["mlops.dev/approval-", "mlops.dev/approved-by-", "mlops.dev/approved-digest-"]),
+    ],
+)
+def test_plugin_annotations(action: str, arguments: list[str]) -> None:
+    assert annotations(action, "bob", PINNED) == arguments
