@@ -3,6 +3,7 @@ the status does) and the Event-posting callback reconciles report transitions th
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,22 @@ Post = Callable[[str, str, str], None]
 
 def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seconds(duration: str) -> float:
+    """A Go-style duration such as "1h30m" or "500ms" (the CRD's pattern) in seconds."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)(ms|s|m|h)", duration))
+
+
+def parse_time(stamp: str) -> float:
+    """A status timestamp (RFC 3339, UTC, whole seconds) as Unix time."""
+    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+
+
+def stamp_of(moment: float) -> str:
+    """Unix time as a status timestamp."""
+    return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def condition(

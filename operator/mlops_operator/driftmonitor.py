@@ -8,11 +8,9 @@ Jobs this monitor owns, so a crash between creating a Job and recording it canno
 start a second one.
 """
 
-import datetime as dt
 import hashlib
 import hmac
 import json
-import re
 import threading
 import time
 import urllib.error
@@ -27,7 +25,14 @@ from pydantic import ValidationError
 from mlops_operator import kube
 from mlops_operator.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, Retrain
 from mlops_operator.builders import child_name
-from mlops_operator.conditions import Reporter, condition, merge
+from mlops_operator.conditions import (
+    Reporter,
+    condition,
+    merge,
+    parse_time,
+    seconds,
+    stamp_of,
+)
 from mlops_operator.constants import API_VERSION, GROUP, LABEL_DEPLOYMENT, LABEL_TRACK, SERVING_PORT
 from mlops_operator.drift import (
     DriftReport,
@@ -52,20 +57,6 @@ WEBHOOK_DELAYS = (0.0, 1.0, 2.0, 5.0, 10.0, 30.0)
 MIN_INTERVAL = 10.0
 """Shortest time between two runs of one monitor, whatever spec.interval says."""
 Object = dict[str, Any]
-
-
-def seconds(duration: str) -> float:
-    """A Go-style duration such as "1h30m" or "500ms" (the CRD's pattern) in seconds."""
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)(ms|s|m|h)", duration))
-
-
-def parse_time(stamp: str) -> float:
-    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
-
-
-def stamp_of(moment: float) -> str:
-    return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def due_in(dm: Object, now: float) -> float | None:

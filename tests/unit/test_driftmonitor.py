@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_operator import kube
 from mlops_operator.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, Retrain
+from mlops_operator.conditions import parse_time, seconds
 from mlops_operator.drift import DriftReport, FeatureDrift, detect_capture_drift
 from mlops_operator.drift import Tests as DriftTests
 from mlops_operator.driftmonitor import (
@@ -25,10 +26,8 @@ from mlops_operator.driftmonitor import (
     drift_conditions,
     due_in,
     job_outcome,
-    parse_time,
     read_pods,
     render_retrain_job,
-    seconds,
     sign,
     status_of,
 )
