@@ -47,7 +47,7 @@ def test_kill_9_at_random_points_always_converges(
     operator: Operator,
     bundles: dict[str, tuple[Path, str]],  # noqa: F811
 ) -> None:
-    rng = random.Random(20261129)  # noqa: S311 - reproducible chaos, not secrets
+    rng = random.Random(20261129)
     create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
     create(cluster, namespace, "modelversions", model_version("2", bundles["2"]))
     kills = 0

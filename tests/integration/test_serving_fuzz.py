@@ -112,7 +112,7 @@ def test_no_request_causes_a_server_error_or_leaks_memory(server: tuple[str, int
                 failures.append(f"{case.method} {case.formatted_path}: {response.text[:300]}")
 
         fuzz()
-    rng = random.Random(7)  # noqa: S311 - reproducible inputs, not secrets
+    rng = random.Random(7)
     with httpx.Client(base_url=base_url, timeout=10) as client:
         for _ in range(max(1000, TOTAL_REQUESTS - len(statuses))):
             body, headers = malformed_binary(rng)

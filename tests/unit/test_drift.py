@@ -267,7 +267,7 @@ def test_capture_windows_against_the_profile_flag_the_shifted_features() -> None
 
 
 def test_merged_reservoirs_are_uniform_over_both_streams() -> None:
-    rng = random.Random(7)  # noqa: S311 - sampling, not secrets
+    rng = random.Random(7)
     first_stream, second_stream = list(range(1000)), list(range(1000, 4000))
     picked = np.zeros(4000)
     trials = 2000

@@ -421,12 +421,23 @@ class AnalysisResult(ApiModel):
 
 
 class CanaryStatus(ApiModel):
-    """Rollout progress."""
+    """Rollout progress: everything the rollout needs to resume after a restart."""
 
+    phase: Literal["Progressing", "Paused", "Promoted", "RolledBack"] = "Progressing"
+    """Where the rollout of this canary stands; Promoted and RolledBack hold until the
+    canary's artifact changes (or, after a rollback, a retry)."""
+    digest: Digest | None = None
+    """The canary's spec.artifact.digest this rollout is for."""
     step: Annotated[int, Field(ge=0)] = 0
     """Index of the current step in spec.canary.steps."""
     step_started_at: Timestamp | None = None
     """When the current step began."""
+    weight: Annotated[int, Field(ge=0, le=100)] = 0
+    """Percent of traffic the rollout gives the canary."""
+    measured: Annotated[int, Field(ge=0)] = 0
+    """Successful measurements in the current analysis step."""
+    last_measured_at: Timestamp | None = None
+    """When the canary was last measured."""
     analysis: Annotated[list[AnalysisResult], Field(max_length=30)] = []
     """Latest measurements (bounded)."""
     failed_checks: Annotated[int, Field(ge=0)] = 0
