@@ -12,13 +12,12 @@ import json
 import threading
 import time
 from functools import cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from mlops_operator import approval
-from mlops_operator.builders import ResolvedVersion
 from mlops_operator.constants import (
     FIELD_MANAGER,
     GROUP,
@@ -30,6 +29,7 @@ from mlops_operator.constants import (
 from mlops_operator.metrics import API_REQUESTS
 
 Object = dict[str, Any]
+T = TypeVar("T")
 
 # Threads for blocking handler work; the connection pool also serves the status writer's.
 WORKERS = 16
@@ -424,31 +424,33 @@ class VersionIndex:
             return None if model is None else self._versions[(namespace, model)].get(name)
 
 
-class StatusQueue:
-    """Coalesces status writes: only the newest child state per owner is kept, and
-    they are written in batches, so that bursts of Deployment status events neither
-    write one status per event nor hold up the reconciles that create children.
+class StatusQueue(Generic[T]):
+    """Coalesces status writes: only the newest state of each child is kept, by owner
+    and track, and they are written in batches, so that bursts of Deployment status
+    events neither write one status per event nor hold up the reconciles that create
+    children.
 
-    An entry may carry what the owner's reconcile resolved (`resolved`, e.g. the
-    version it rolled out), kept when later child states replace the entry."""
+    An entry may carry what the owner's reconcile resolved for the track (`resolved`,
+    e.g. the version it rolled out), kept when later child states replace it."""
 
     def __init__(self) -> None:
-        self._pending: dict[tuple[str, str], tuple[Object, ResolvedVersion | None]] = {}
+        self._pending: dict[tuple[str, str], dict[str, tuple[Object, T | None]]] = {}
         self._ready = threading.Condition()
 
     def submit(
-        self, namespace: str, owner: str, child: Object, resolved: ResolvedVersion | None = None
+        self, namespace: str, owner: str, track: str, child: Object, resolved: T | None = None
     ) -> None:
         with self._ready:
-            previous = self._pending.get((namespace, owner))
+            tracks = self._pending.setdefault((namespace, owner), {})
+            previous = tracks.get(track)
             if resolved is None and previous is not None:
                 resolved = previous[1]
-            self._pending[(namespace, owner)] = (child, resolved)
+            tracks[track] = (child, resolved)
             self._ready.notify()
 
     def take(
         self, timeout: float, linger: float
-    ) -> dict[tuple[str, str], tuple[Object, ResolvedVersion | None]]:
+    ) -> dict[tuple[str, str], dict[str, tuple[Object, T | None]]]:
         """Wait up to `timeout` for a first change, then `linger` for more to join it."""
         with self._ready:
             if not self._pending and not self._ready.wait(timeout):
@@ -487,7 +489,6 @@ class Latest:
 
 VERSIONS = VersionIndex()
 DEPLOYMENTS = Latest()
-STATUS = StatusQueue()
 
 
 def post_event(obj: Object, kind: str, reason: str, message: str) -> None:

@@ -24,19 +24,20 @@ from mlops_operator import (
     retry,
     timers,
 )
-from mlops_operator.builders import ResolvedVersion
 from mlops_operator.conditions import Reporter
 from mlops_operator.constants import (
     FINALIZER,
     GROUP,
     LABEL_DEPLOYMENT,
     LABEL_MANAGED_BY,
+    LABEL_TRACK,
     LABEL_VERIFIED_BY_POD,
     MANAGED_BY,
     VERSION,
 )
 from mlops_operator.metrics import DRIFT, reconciling
 from mlops_operator.settings import OperatorSettings
+from mlops_operator.tracks import TrackVersion
 
 SETTINGS = OperatorSettings()
 CHANGES = kube.ChangeFilter()
@@ -198,8 +199,9 @@ async def child_changed(type: str | None, body: Body, logger: Log, **_: Any) -> 
     if not owner:
         return
     if type != "DELETED" and not kube.changed_by_others(dict(body)):
-        if body["kind"] == "Deployment":
-            kube.STATUS.submit(meta["namespace"], owner, dict(body))
+        track = (meta.get("labels") or {}).get(LABEL_TRACK)
+        if body["kind"] == "Deployment" and track:
+            modeldeployment.STATUS.submit(meta["namespace"], owner, track, dict(body))
         return
     key = (modeldeployment.PLURAL, meta["namespace"], owner)
     await RETRIES.run(key, lambda: _reconcile_latest(key, logger), logger)
@@ -267,11 +269,13 @@ async def stop_background(memo: kopf.Memo, **_: Any) -> None:
 
 async def _write_statuses(logger: Log) -> None:
     while True:
-        batch = await asyncio.to_thread(kube.STATUS.take, 1.0, SETTINGS.status_linger_seconds)
+        batch = await asyncio.to_thread(
+            modeldeployment.STATUS.take, 1.0, SETTINGS.status_linger_seconds
+        )
         await asyncio.gather(
             *(
-                asyncio.to_thread(_write_status, namespace, owner, child, resolved, logger)
-                for (namespace, owner), (child, resolved) in batch.items()
+                asyncio.to_thread(_write_status, namespace, owner, children, logger)
+                for (namespace, owner), children in batch.items()
             )
         )
 
@@ -279,8 +283,7 @@ async def _write_statuses(logger: Log) -> None:
 def _write_status(
     namespace: str,
     owner: str,
-    deployment: dict[str, Any],
-    resolved: ResolvedVersion | None,
+    children: dict[str, tuple[dict[str, Any], TrackVersion | None]],
     logger: Log,
 ) -> None:
     try:
@@ -288,8 +291,7 @@ def _write_status(
             modeldeployment.refresh(
                 namespace,
                 owner,
-                deployment,
-                resolved=resolved,
+                children,
                 settings=SETTINGS,
                 reporter=lambda body: reporter(body, logger),
             )

@@ -5,26 +5,22 @@ change, a child's event, a ModelVersion's change, the periodic resync, a
 restart): run twice, or after a crash half-way, it leaves the same objects.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from mlops_operator import kube
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec, ModelRef, Traffic
-from mlops_operator.builders import (
-    Owner,
-    RenderConfig,
-    ResolvedVersion,
-    render_track,
-    replicas_of,
-    service_url,
-)
+from mlops_operator.builders import Owner, RenderConfig, ResolvedVersion, render_track
 from mlops_operator.conditions import Reporter, condition, merge
 from mlops_operator.settings import OperatorSettings
+from mlops_operator.tracks import TrackVersion, build_status
 
 PLURAL = "modeldeployments"
 Object = dict[str, Any]
+STATUS: kube.StatusQueue[TrackVersion] = kube.StatusQueue()
+"""Track Deployments' states waiting to be written into their owners' status."""
 
 
 class RefusedError(Exception):
@@ -123,34 +119,6 @@ def _ignored_condition(spec: ModelDeploymentSpec, generation: int | None) -> Obj
     return condition("FieldsIgnored", bool(ignored), reason, message, generation)
 
 
-def _track_status(
-    deployment: Object | None, version: ResolvedVersion, desired: int
-) -> tuple[Object, bool, str]:
-    """Per-track status, whether the track is rolled out and ready, and why not."""
-    status = (deployment or {}).get("status", {})
-    generation = (deployment or {}).get("metadata", {}).get("generation", 0)
-    ready = int(status.get("readyReplicas", 0))
-    updated = int(status.get("updatedReplicas", 0))
-    track: Object = {
-        "version": version.version,
-        "modelVersion": version.object_name,
-        "replicas": desired,
-        "readyReplicas": ready,
-    }
-    if version.digest:
-        track["digest"] = version.digest
-    if deployment is None:
-        return track, False, "Deployment not created yet"
-    for item in status.get("conditions", []):
-        if item.get("type") == "Progressing" and item.get("reason") == "ProgressDeadlineExceeded":
-            return track, False, f"rollout stalled: {item.get('message', '')}"
-    if int(status.get("observedGeneration", 0)) < generation:
-        return track, False, "rollout not observed yet"
-    if updated < desired or ready < desired or int(status.get("replicas", 0)) > desired:
-        return track, False, f"{ready}/{desired} replicas ready, {updated} updated"
-    return track, True, f"{ready}/{desired} replicas ready"
-
-
 def reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> None:
     """Converge one ModelDeployment's children; a refusal is written to the status at
     once, the rest of the status through `refresh` (see the module docstring)."""
@@ -198,7 +166,7 @@ def _reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> No
     # the owner from the watch's index, which may not have it yet when another
     # trigger (a ModelVersion's change, the resync) ran this reconcile first.
     kube.DEPLOYMENTS.offer(mdep)
-    kube.STATUS.submit(namespace, name, applied["Deployment"], stable)
+    STATUS.submit(namespace, name, "stable", applied["Deployment"], TrackVersion.of(stable))
 
 
 def _resolve(spec: ModelDeploymentSpec, namespace: str) -> ResolvedVersion:
@@ -231,94 +199,55 @@ def _config(settings: OperatorSettings) -> RenderConfig:
 def refresh(
     namespace: str,
     name: str,
-    deployment: Object,
+    children: Mapping[str, tuple[Object, TrackVersion | None]],
     *,
-    resolved: ResolvedVersion | None,
     settings: OperatorSettings,
     reporter: Callable[[Object], Reporter],
 ) -> None:
-    """Write the owner's status that its Deployment's state implies, without re-applying.
+    """Write the owner's status that its tracks' Deployments imply, without re-applying.
 
-    The version is the one a reconcile just `resolved`, else the one the owner's
-    status records (read under the object's lock, so a reconcile in progress
-    finishes first). With neither there is nothing to report yet: the owner's own
-    reconcile (always run on its creation or change, refused or not) writes it.
+    Each track's version is the one a reconcile just resolved, else the one the
+    owner's status records (read under the object's lock, so that a reconcile in
+    progress finishes first). A track with neither has nothing to report yet: the
+    owner's own reconcile (always run on its creation or change, refused or not)
+    writes it.
     """
     if kube.DEPLOYMENTS.get(namespace, name) is None:
         return  # deleted: taking its lock would bring back the lock its deletion dropped
     with kube.object_lock(namespace, name):
         mdep = kube.DEPLOYMENTS.get(namespace, name)
-        stable = ((mdep or {}).get("status") or {}).get("tracks", {}).get("stable")
-        if mdep is None or not (resolved or stable):
+        if mdep is None:
             return
         try:
             spec = ModelDeploymentSpec.model_validate(mdep.get("spec", {}))
         except ValidationError:
             return
-        version = resolved or ResolvedVersion(
-            stable["modelVersion"], spec.model, stable["version"], "", stable.get("digest")
-        )
-        publish(
-            mdep,
-            spec=spec,
-            stable=version,
-            deployment=deployment,
-            config=_config(settings),
-            report=reporter(mdep),
-        )
+        tracks = {}
+        for track, (deployment, resolved) in children.items():
+            version = resolved or TrackVersion.recorded(mdep.get("status"), track)
+            if version is not None:
+                tracks[track] = (version, deployment)
+        if tracks:
+            publish(mdep, spec=spec, tracks=tracks, config=_config(settings), report=reporter(mdep))
 
 
 def publish(
     mdep: Object,
     *,
     spec: ModelDeploymentSpec,
-    stable: ResolvedVersion,
-    deployment: Object,
+    tracks: Mapping[str, tuple[TrackVersion, Object | None]],
     config: RenderConfig,
     report: Reporter,
 ) -> None:
-    """Write the status that the stable Deployment's state implies (if it changed)."""
+    """Write the status that the tracks' Deployments imply (if it changed)."""
     meta = mdep["metadata"]
-    generation = meta.get("generation")
     old_status: Object = mdep.get("status") or {}
-    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
-    replicas = replicas_of(spec, config)
-    if spec.autoscaling is not None:
-        replicas = max(int(deployment.get("spec", {}).get("replicas") or replicas), replicas)
-    track, ready, why = _track_status(deployment, stable, replicas)
-    stalled = why.startswith("rollout stalled")
-    phase = "Ready" if ready else ("Degraded" if stalled else "Progressing")
-    status: Object = {
-        "phase": phase,
-        "observedGeneration": generation,
-        "tracks": {"stable": track},
-        "ready": f"{track['readyReplicas']}/{replicas}",
-        "traffic": {"stableWeight": 100, "canaryWeight": 0, "mirrorPercent": 0},
-        "url": service_url(owner, "stable", config),
-        "conditions": merge(
-            old_status.get("conditions"),
-            [
-                condition("Ready", ready, "Available" if ready else "RollingOut", why, generation),
-                condition(
-                    "Progressing",
-                    not ready and not stalled,
-                    "Complete" if ready else "RollingOut",
-                    why,
-                    generation,
-                ),
-                condition(
-                    "Degraded",
-                    stalled,
-                    "RolloutStalled" if stalled else "AsExpected",
-                    why if stalled else "",
-                    generation,
-                ),
-                _ignored_condition(spec, generation),
-            ],
-        ),
-    }
+    ignored = _ignored_condition(spec, meta.get("generation"))
+    status, ready, why = build_status(
+        mdep, spec=spec, tracks=tracks, config=config, ignored=ignored
+    )
     if ready and old_status.get("phase") != "Ready":
-        report.normal("Ready", f"stable track ready: {why}")
+        report.normal("Ready", f"ready: {why}")
     if any(old_status.get(key) != value for key, value in status.items()):
         written = kube.patch_status(PLURAL, meta["namespace"], meta["name"], status)
         if written is not None:  # status refreshes read it before the watch echoes it

@@ -1,0 +1,166 @@
+"""A ModelDeployment's status from its tracks' Deployments, as tables: no cluster."""
+
+from typing import Any
+
+import pytest
+
+from mlops_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from mlops_operator.builders import RenderConfig
+from mlops_operator.conditions import condition
+from mlops_operator.tracks import TrackVersion, build_status, track_state
+
+V1 = TrackVersion("iris-1", "1", "sha256:" + "a" * 64)
+V2 = TrackVersion("iris-2", "2", None)
+CONFIG = RenderConfig("registry.example/mlops-serving:test")
+IGNORED = condition("FieldsIgnored", False, "AllFieldsServed", "", 3)
+
+
+def deployment(
+    ready: int = 2,
+    updated: int = 2,
+    replicas: int = 2,
+    generation: int = 1,
+    observed: int = 1,
+    stalled: bool = False,
+) -> dict[str, Any]:
+    conditions = (
+        [{"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": "no image"}]
+        if stalled
+        else []
+    )
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {
+            "readyReplicas": ready,
+            "updatedReplicas": updated,
+            "replicas": replicas,
+            "observedGeneration": observed,
+            "conditions": conditions,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("child", "ready", "stalled", "why"),
+    [
+        (deployment(), True, False, "2/2 replicas ready"),
+        (None, False, False, "Deployment not created yet"),
+        (deployment(ready=1), False, False, "1/2 replicas ready, 2 updated"),
+        (deployment(updated=1), False, False, "2/2 replicas ready, 1 updated"),
+        (deployment(replicas=3), False, False, "2/2 replicas ready, 2 updated"),  # old pod left
+        (deployment(generation=2), False, False, "rollout not observed yet"),
+        (deployment(stalled=True), False, True, "rollout stalled: no image"),
+    ],
+)
+def test_track_state(child: dict[str, Any] | None, ready: bool, stalled: bool, why: str) -> None:
+    state = track_state(child, V1, 2)
+    assert (state.ready, state.stalled, state.why) == (ready, stalled, why)
+    assert (state.status.replicas, state.status.model_version) == (2, "iris-1")
+
+
+def owner(status: dict[str, Any] | None = None) -> dict[str, Any]:
+    meta = {"name": "iris", "namespace": "models", "uid": "u-1", "generation": 3}
+    return {"metadata": meta, "status": status or {}}
+
+
+SPEC = ModelDeploymentSpec.model_validate(
+    {"model": "iris", "stable": {"version": "1"}, "replicas": 2}
+)
+
+
+@pytest.mark.parametrize(
+    ("tracks", "phase", "ready", "why", "count"),
+    [
+        ({"stable": (V1, deployment())}, "Ready", True, "2/2 replicas ready", "2/2"),
+        (
+            {"stable": (V1, deployment(ready=1))},
+            "Progressing",
+            False,
+            "1/2 replicas ready, 2 updated",
+            "1/2",
+        ),
+        (
+            {"stable": (V1, deployment(stalled=True))},
+            "Degraded",
+            False,
+            "rollout stalled: no image",
+            "2/2",
+        ),
+        (
+            {"stable": (V1, deployment()), "canary": (V2, deployment(ready=0))},
+            "Progressing",
+            False,
+            "stable: 2/2 replicas ready; canary: 0/2 replicas ready, 2 updated",
+            "2/4",
+        ),
+        (
+            {"stable": (V1, deployment()), "canary": (V2, deployment())},
+            "Ready",
+            True,
+            "stable: 2/2 replicas ready; canary: 2/2 replicas ready",
+            "4/4",
+        ),
+    ],
+)
+def test_build_status(
+    tracks: dict[str, Any], phase: str, ready: bool, why: str, count: str
+) -> None:
+    status, all_ready, message = build_status(
+        owner(), spec=SPEC, tracks=tracks, config=CONFIG, ignored=IGNORED
+    )
+    assert (status["phase"], all_ready, message, status["ready"]) == (phase, ready, why, count)
+    assert set(status["tracks"]) == set(tracks)
+    assert status["tracks"]["stable"]["digest"] == V1.digest
+    assert "digest" not in status["tracks"].get("canary", {})  # unknown, so absent
+    assert status["url"] == "http://iris-stable.models.svc.cluster.local"
+    assert status["observedGeneration"] == 3
+    by_type = {c["type"]: c for c in status["conditions"]}
+    assert by_type["Ready"]["status"] == ("True" if ready else "False")
+    assert by_type["Degraded"]["status"] == ("True" if phase == "Degraded" else "False")
+    assert by_type["FieldsIgnored"]["reason"] == "AllFieldsServed"
+    ModelDeploymentStatus.model_validate(status)  # what the CRD's schema will take
+
+
+def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
+    first, _, _ = build_status(
+        owner(), spec=SPEC, tracks={"stable": (V1, deployment())}, config=CONFIG, ignored=IGNORED
+    )
+    earlier = {**first, "conditions": [
+        {**c, "lastTransitionTime": "2026-01-01T00:00:00Z"} for c in first["conditions"]
+    ]}  # fmt: skip
+    again, _, _ = build_status(
+        owner(earlier),
+        spec=SPEC,
+        tracks={"stable": (V1, deployment())},
+        config=CONFIG,
+        ignored=IGNORED,
+    )
+    times = {c["type"]: c["lastTransitionTime"] for c in again["conditions"]}
+    assert set(times.values()) == {"2026-01-01T00:00:00Z"}
+    changed, _, _ = build_status(
+        owner(earlier),
+        spec=SPEC,
+        tracks={"stable": (V1, deployment(ready=0))},
+        config=CONFIG,
+        ignored=IGNORED,
+    )
+    times = {c["type"]: c["lastTransitionTime"] for c in changed["conditions"]}
+    assert times["Ready"] != "2026-01-01T00:00:00Z"
+    assert times["FieldsIgnored"] == "2026-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("status", "track", "recorded"),
+    [
+        ({"tracks": {"stable": {"modelVersion": "iris-1", "version": "1", "digest": V1.digest}}},
+         "stable", V1),
+        ({"tracks": {"stable": {"modelVersion": "iris-1", "version": "1"}}}, "canary", None),
+        ({}, "stable", None),
+        (None, "stable", None),
+    ],
+)  # fmt: skip
+def test_recorded_version(
+    status: dict[str, Any] | None, track: str, recorded: TrackVersion | None
+) -> None:
+    assert TrackVersion.recorded(status, track) == recorded
