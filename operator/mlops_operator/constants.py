@@ -5,7 +5,6 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "mlops"
 
-FINALIZER = f"{GROUP}/finalizer"
 FIELD_MANAGER = "mlops-operator"
 
 # Labels on every child object.

@@ -26,7 +26,6 @@ from mlops_operator import (
 )
 from mlops_operator.conditions import Reporter
 from mlops_operator.constants import (
-    FINALIZER,
     GROUP,
     LABEL_DEPLOYMENT,
     LABEL_MANAGED_BY,
@@ -104,13 +103,9 @@ def reporter(body: Body, logger: Log) -> Reporter:
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
-    """kopf's bookkeeping under our own prefix; watch and event tuning."""
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    settings.posting.level = logging.getLevelName(SETTINGS.event_level)
+    """Watch and request tuning. Only event handlers exist, so kopf keeps no finalizer,
+    progress or diff-base on objects, and their loggers post no Events: the operator
+    posts its own (Reporter)."""
     settings.watching.server_timeout = SETTINGS.watch_server_timeout
     settings.watching.client_timeout = SETTINGS.watch_client_timeout
     settings.networking.request_timeout = SETTINGS.request_timeout

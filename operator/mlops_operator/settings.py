@@ -49,8 +49,6 @@ class OperatorSettings(BaseSettings):
     """Seconds the operator waits on a silent watch before reconnecting."""
     request_timeout: float = Field(default=30, gt=0)
     """Timeout of one API request."""
-    event_level: str = "INFO"
-    """Lowest log level that is also posted as a Kubernetes Event."""
     stuck_seconds: float = Field(default=120, gt=0)
     """How long every reconcile worker may stay busy before /healthz fails, so that
     Kubernetes restarts an operator that no longer reconciles anything."""

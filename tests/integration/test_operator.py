@@ -228,6 +228,11 @@ def test_model_deployed_and_ready(
     assert mv["status"]["artifact"]["verifiedDigest"] == bundles["1"][1]
     assert mv["status"]["artifact"]["sizeBytes"] == bundles["1"][0].stat().st_size
     assert mv["status"]["deployedBy"] == [{"name": "iris", "track": "stable"}]
+    # Deletion never waits for the operator, and kopf keeps no state on the objects.
+    for obj in (mv, get(cluster, "modeldeployments", namespace, "iris")):
+        assert not obj["metadata"].get("finalizers")
+        assert not [k for k in obj["metadata"].get("annotations", {}) if "kopf" in k]
+        assert "mlops.dev/last-handled-configuration" not in obj["metadata"].get("annotations", {})
 
 
 def test_version_and_image_changes_roll_out_and_delete_collects(
