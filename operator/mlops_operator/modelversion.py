@@ -235,11 +235,12 @@ class Fetches:
     """Artifact fetches, off the reconcile path.
 
     A fetch may take up to the artifact deadline (a slow or hostile server). Run in
-    the reconcile, under the ModelVersion's lock, every further edit of the object
-    parked one more reconcile thread behind it, until none was left for anything
-    else. Here fetches run on their own few threads, at most one per ModelVersion;
-    a reconcile that finds one running reports Verifying and returns at once, and
-    the fetch's end asks for a reconcile (`finished`), which takes the result.
+    the reconcile, under the ModelVersion's lock, it held a reconcile worker that
+    long, and a few ModelVersions on slow servers held them all: nothing else was
+    reconciled. Here fetches run on their own few threads, at most one per
+    ModelVersion; a reconcile that finds one running reports Verifying and returns
+    at once, and the fetch's end asks for a reconcile (`finished`), which takes the
+    result.
     """
 
     def __init__(self, workers: int) -> None:
