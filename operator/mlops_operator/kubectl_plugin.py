@@ -69,19 +69,49 @@ def run(action: str, ref: str, flags: list[str]) -> str:
     return f"modelversion {name} {ACTIONS[action]} by {user} ({digest})"
 
 
-def main(argv: list[str] | None = None) -> int:
+KUBECTL_FLAGS = (
+    ("-n", "--namespace"),
+    ("--context",),
+    ("--kubeconfig",),
+    ("--cluster",),
+    ("--user",),
+    ("-s", "--server"),
+    ("--as",),
+    ("--as-group",),
+    ("--as-uid",),
+)
+"""kubectl's flags that take a value, known by name so that they may come anywhere
+(`approve -n models mv/iris-1`); other flags pass through as written."""
+
+
+def _dest(names: tuple[str, ...]) -> str:
+    return names[-1].lstrip("-").replace("-", "_")
+
+
+def parse(argv: list[str] | None) -> tuple[str, str, list[str]]:
+    """(action, mv/NAME, the flags for kubectl)."""
     parser = argparse.ArgumentParser(
         prog="kubectl mlops",
         description=__doc__.split("\n\n")[0],
-        epilog="Other flags (-n, --context, --kubeconfig, --as ...) are passed to kubectl.",
+        epilog="kubectl's flags (-n, --context, --kubeconfig, --as ...) are passed to kubectl; "
+        "others that take a value must be written --flag=value.",
     )
     parser.add_argument("action", choices=sorted(ACTIONS))
     parser.add_argument("model_version", metavar="mv/NAME")
-    args, flags = parser.parse_known_args(argv)
+    for names in KUBECTL_FLAGS:
+        parser.add_argument(*names, action="append", default=[], dest=_dest(names))
+    args, rest = parser.parse_known_args(argv)
+    given = vars(args)
+    flags = [f"{names[-1]}={value}" for names in KUBECTL_FLAGS for value in given[_dest(names)]]
+    return args.action, args.model_version, flags + rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    action, ref, flags = parse(argv)
     try:
-        print(run(args.action, args.model_version, flags))
+        print(run(action, ref, flags))
     except PluginError as error:
-        print(f"kubectl mlops {args.action}: {error}", file=sys.stderr)
+        print(f"kubectl mlops {action}: {error}", file=sys.stderr)
         return 1
     return 0
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from mlops_operator import approval
-from mlops_operator.kubectl_plugin import PluginError, annotations, model_version_name
+from mlops_operator.kubectl_plugin import PluginError, annotations, model_version_name, parse
 
 PINNED = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64
@@ -133,3 +133,21 @@ def test_model_version_name(ref: str, name: str | None) -> None:
 )
 def test_plugin_annotations(action: str, arguments: list[str]) -> None:
     assert annotations(action, "bob", PINNED) == arguments
+
+
+@pytest.mark.parametrize(
+    ("argv", "ref", "flags"),
+    [
+        (["approve", "mv/iris-1"], "mv/iris-1", []),
+        (["approve", "mv/iris-1", "-n", "models"], "mv/iris-1", ["--namespace=models"]),
+        (["approve", "-n", "models", "mv/iris-1"], "mv/iris-1", ["--namespace=models"]),
+        (
+            ["approve", "--as", "bob", "mv/iris-1", "--context=prod", "--as-group", "ops"],
+            "mv/iris-1",
+            ["--context=prod", "--as=bob", "--as-group=ops"],
+        ),
+        (["approve", "mv/iris-1", "--v=6"], "mv/iris-1", ["--v=6"]),  # passed through
+    ],
+)
+def test_plugin_flags_may_come_anywhere(argv: list[str], ref: str, flags: list[str]) -> None:
+    assert parse(argv) == ("approve", ref, flags)
