@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from mlops_operator.api import RESOURCES, Resource
+from mlops_operator.api.common import ApiModel, cel, rules
 from mlops_operator.api.crd import render_crd, render_files, structural_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,3 +85,25 @@ def test_reference_documents_every_kind() -> None:
     for resource in RESOURCES:
         assert f"## {resource.kind}" in reference
     assert "| `spec.canary.steps[].setWeight` | integer |" in reference
+
+
+def test_a_subclass_keeps_its_bases_cel_rules_and_adds_its_own() -> None:
+    first, second = cel("self.a > 0", "a must be positive"), cel("self.b > 0", "b too")
+
+    class Base(ApiModel):
+        model_config = rules(first)
+        a: int = 1
+
+    class Child(Base):
+        model_config = rules(second)
+        b: int = 1
+
+    class Grandchild(Child):
+        c: int = 1
+
+    def validations(model: type[ApiModel]) -> Any:
+        return model.model_json_schema().get("x-kubernetes-validations")
+
+    assert validations(Base) == [first]
+    assert validations(Child) == [first, second]
+    assert validations(Grandchild) == [first, second]

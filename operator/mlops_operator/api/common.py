@@ -44,10 +44,13 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Jso
     return entry
 
 
+CEL_RULES = "x-kubernetes-validations"
+
+
 def rules(*entries: dict[str, JsonValue]) -> ConfigDict:
-    """Model config carrying CEL rules; pydantic merges it with the base config."""
+    """Model config carrying CEL rules; a subclass keeps its bases' rules (ApiModel)."""
     validations: list[JsonValue] = list(entries)
-    return ConfigDict(json_schema_extra={"x-kubernetes-validations": validations})
+    return ConfigDict(json_schema_extra={CEL_RULES: validations})
 
 
 class ApiModel(BaseModel):
@@ -59,6 +62,20 @@ class ApiModel(BaseModel):
         extra="forbid",
         use_attribute_docstrings=True,
     )
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Pydantic's config merge lets a subclass's rules() replace its base's: put the
+        bases' rules back, first, so that a subclass can only add rules."""
+        super().__pydantic_init_subclass__(**kwargs)
+        merged: list[JsonValue] = []
+        for base in reversed(cls.__mro__):
+            extra = vars(base).get("model_config", {}).get("json_schema_extra")
+            for rule in extra.get(CEL_RULES, []) if isinstance(extra, dict) else []:
+                if rule not in merged:
+                    merged.append(rule)
+        if merged:
+            cls.model_config = {**cls.model_config, "json_schema_extra": {CEL_RULES: merged}}
 
 
 class Condition(ApiModel):
@@ -126,3 +143,7 @@ class EnvVar(ApiModel):
 
 
 TrackName = Literal["stable", "canary", "mirror"]
+Version = Annotated[
+    str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+]
+"""A ModelVersion's spec.version, e.g. "3" or "2024.06.1"."""

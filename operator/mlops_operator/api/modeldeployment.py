@@ -18,13 +18,11 @@ from .common import (
     SecretKeyRef,
     ShortText,
     Timestamp,
+    Version,
     cel,
     rules,
 )
 
-Version = Annotated[
-    str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
-]
 ONE_OF_VERSION_ALIAS = "has(self.version) != has(self.alias)"
 
 
@@ -122,7 +120,6 @@ class Canary(ModelRef):
     """A candidate version, brought in by steps and judged by analysis."""
 
     model_config = rules(
-        cel(ONE_OF_VERSION_ALIAS, "exactly one of version or alias must be set"),
         cel(
             "self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
             "setWeight must not decrease from one step to the next",
@@ -143,8 +140,6 @@ class Canary(ModelRef):
 
 class Mirror(ModelRef):
     """A version that receives a copy of live traffic; its answers are discarded."""
-
-    model_config = rules(cel(ONE_OF_VERSION_ALIAS, "exactly one of version or alias must be set"))
 
     percent: Annotated[int, Field(ge=1, le=100)] = 100
     """Percent of requests to copy."""

@@ -14,6 +14,8 @@ from .common import (
     SecretKeyRef,
     ShortText,
     Timestamp,
+    TrackName,
+    Version,
     cel,
     rules,
 )
@@ -126,10 +128,7 @@ class ModelVersionSpec(ApiModel):
 
     model: DnsLabel
     """Registered model name (a DNS label); versions of one model share it."""
-    version: Annotated[
-        str,
-        Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"),
-    ]
+    version: Version
     """Version identifier, e.g. "3" or "2024.06.1"."""
     framework: Framework
     """ML framework the model was trained with."""
@@ -205,7 +204,7 @@ class DeploymentReference(ApiModel):
 
     name: ObjectName
     """ModelDeployment name."""
-    track: Literal["stable", "canary", "mirror"]
+    track: TrackName
     """Track that runs this version."""
 
 
