@@ -344,19 +344,19 @@ def pod_verdict(pod: Object) -> PodVerdict | None:
     return None
 
 
-def record_pod_verdict(
-    mv: Object, verdict: PodVerdict, settings: OperatorSettings, report: Reporter
-) -> None:
-    """Copy a pod's verdict on the pinned artifact into the ModelVersion's status, once."""
+def verdict_patch(mv: Object, verdict: PodVerdict) -> Object | None:
+    """The status patch that records a pod's verdict on the pinned artifact; None when
+    it is recorded already (every replica reports, on every pod event) or is about an
+    earlier pin."""
     if verdict.pinned != mv["spec"]["artifact"].get("digest"):
-        return  # a pod of an earlier pin
+        return None
     old: Object = mv.get("status") or {}
     known: Object = old.get("artifact") or {}
     digest = verdict.pinned if verdict.ok else None
     # Recorded messages name the pod ("verified by pod X: ..."): compare what follows.
     same = digest or str(known.get("message", "")).endswith(f": {verdict.message}")
     if known.get("verifiedBy") == "pod" and known.get("verifiedDigest") == digest and same:
-        return  # already recorded (every replica reports, on every pod event)
+        return None
     artifact: Object = {
         "verifiedDigest": digest,
         "sizeBytes": verdict.size,
@@ -374,14 +374,24 @@ def record_pod_verdict(
             "message": artifact["message"],
         },
     ][-HISTORY_LIMIT:]
+    return {"artifact": artifact, "history": history}
+
+
+def record_pod_verdict(
+    mv: Object, verdict: PodVerdict, settings: OperatorSettings, report: Reporter
+) -> None:
+    """Copy a pod's verdict on the pinned artifact into the ModelVersion's status, once,
+    then reconcile it with the verdict in place."""
+    patch = verdict_patch(mv, verdict)
+    if patch is None:
+        return
+    message = patch["artifact"]["message"]
     if verdict.ok:
-        report.normal("ArtifactVerified", artifact["message"])
+        report.normal("ArtifactVerified", message)
     else:
-        report.warning("ArtifactRejected", artifact["message"])
+        report.warning("ArtifactRejected", message)
     meta = mv["metadata"]
-    written = kube.patch_status(
-        PLURAL, meta["namespace"], meta["name"], {"artifact": artifact, "history": history}
-    )
+    written = kube.patch_status(PLURAL, meta["namespace"], meta["name"], patch)
     if written is not None:
         kube.VERSIONS.update(written, deleted=False)
         reconcile(written, settings, report)

@@ -2,17 +2,13 @@
 verdict, and the operator reads it back from a pod status shaped as the kubelet's."""
 
 import json
-import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mlops_operator import kube, modelversion
-from mlops_operator.conditions import Reporter
-from mlops_operator.modelversion import PodVerdict, pod_verdict, record_pod_verdict
-from mlops_operator.settings import OperatorSettings
+from mlops_operator.modelversion import PodVerdict, pod_verdict, verdict_patch
 from mlops_serving import serve
 
 from .conftest import BuiltBundle
@@ -107,37 +103,30 @@ def test_verify_writes_its_verdict(
     assert "digest" not in verdict
 
 
-def test_a_verdict_is_recorded_once_whichever_pod_repeats_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Every replica reports, on every pod event: only a new verdict is written."""
-    writes: list[dict[str, Any]] = []
+def test_a_verdict_is_recorded_once_whichever_pod_repeats_it() -> None:
+    """Every replica reports, on every pod event: only a new verdict makes a patch."""
     mv: dict[str, Any] = {
         "metadata": {"name": "iris-3", "namespace": "models"},
         "spec": {"artifact": {"uri": "pvc://models/iris.tar.gz", "digest": PINNED}},
     }
+    patches: list[dict[str, Any]] = []
 
-    def patch_status(plural: str, namespace: str, name: str, status: Any) -> Any:
-        writes.append(status)
-        mv["status"] = {**mv.get("status", {}), **status}
-        return mv
-
-    monkeypatch.setattr(kube, "patch_status", patch_status)
-    monkeypatch.setattr(kube.VERSIONS, "update", lambda *_, **__: None)
-    monkeypatch.setattr(modelversion, "reconcile", lambda *_: None)
-    report = Reporter(logging.getLogger("test"), lambda *_: None)
-    settings = OperatorSettings()
-
-    def verdict(pod: str, ok: bool, message: str) -> PodVerdict:
-        return PodVerdict("iris-3", pod, PINNED, ok, message, None)
+    def report(pod: str, ok: bool, message: str, pinned: str = PINNED) -> None:
+        patch = verdict_patch(mv, PodVerdict("iris-3", pod, pinned, ok, message, None))
+        if patch is not None:
+            patches.append(patch)
+            mv["status"] = {**mv.get("status", {}), **patch}  # as the merge-patch does
 
     for pod in ("iris-a", "iris-b", "iris-a"):
-        record_pod_verdict(mv, verdict(pod, False, "digest differs"), settings, report)
-    assert len(writes) == 1
-    record_pod_verdict(mv, verdict("iris-b", False, "file missing"), settings, report)
-    assert len(writes) == 2
+        report(pod, False, "digest differs")
+    assert len(patches) == 1
+    report("iris-b", False, "file missing")
+    assert len(patches) == 2
+    report("iris-a", True, "matches", pinned="sha256:" + "0" * 64)  # a pod of an earlier pin
+    assert len(patches) == 2
     for pod in ("iris-a", "iris-b"):
-        record_pod_verdict(mv, verdict(pod, True, "matches"), settings, report)
-    assert len(writes) == 3
+        report(pod, True, "matches")
+    assert len(patches) == 3
     assert mv["status"]["artifact"]["verifiedDigest"] == PINNED
+    assert mv["status"]["artifact"]["message"] == "verified by pod iris-a: matches"
     assert [h["to"] for h in mv["status"]["history"]] == ["Failed", "Failed", "Verified"]
