@@ -11,6 +11,7 @@ import datetime
 import json
 import threading
 import time
+from collections.abc import Callable
 from functools import cache
 from typing import Any, Generic, TypeVar
 
@@ -188,15 +189,21 @@ def secret_value(namespace: str, name: str, key: str, *, label: str | None = Non
         raise CredentialsError(f"Secret {name}: key {key!r} is not UTF-8 text") from None
 
 
-def service_ip(namespace: str, name: str) -> str | None:
-    """A Service's ClusterIP, or None if there is no such Service."""
+def _unless_absent(read: Callable[[], T]) -> T | None:
+    """What `read` returns, or None when the object does not exist (404)."""
     try:
-        service = client.CoreV1Api(api_client()).read_namespaced_service(name, namespace)
+        return read()
     except ApiException as error:
         if error.status == 404:
             return None
         raise
-    return service.spec.cluster_ip if service.spec else None
+
+
+def service_ip(namespace: str, name: str) -> str | None:
+    """A Service's ClusterIP, or None if there is no such Service."""
+    core = client.CoreV1Api(api_client())
+    service = _unless_absent(lambda: core.read_namespaced_service(name, namespace))
+    return service.spec.cluster_ip if service and service.spec else None
 
 
 def ready_pod_ips(namespace: str, selector: str) -> list[str]:
@@ -248,15 +255,13 @@ def list_model_versions(namespace: str, model: str) -> list[Object]:
 
 
 def read_custom(plural: str, namespace: str, name: str) -> Object | None:
-    try:
+    def read() -> Object:
         found: Object = custom_objects().get_namespaced_custom_object(  # type: ignore[assignment]
             GROUP, VERSION, namespace, plural, name
         )
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return found
+        return found
+
+    return _unless_absent(read)
 
 
 def patch_status(plural: str, namespace: str, name: str, status: Object) -> Object | None:
@@ -307,7 +312,7 @@ def approval_unenforced() -> str | None:
         return reason
     what = f"the ValidatingAdmissionPolicy {approval.POLICY}"
     try:
-        found = [_get_or_none(f"{path}/{approval.POLICY}") for path in (_POLICIES, _BINDINGS)]
+        found = [_read_path(f"{path}/{approval.POLICY}") for path in (_POLICIES, _BINDINGS)]
     except ApiException as error:
         reason = f"{what} cannot be read ({error.status} {error.reason})"
     else:
@@ -321,13 +326,8 @@ def approval_unenforced() -> str | None:
     return reason
 
 
-def _get_or_none(path: str) -> Object | None:
-    try:
-        found: Object = _call("GET", path)
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
+def _read_path(path: str) -> Object | None:
+    found: Object | None = _unless_absent(lambda: _call("GET", path))
     return found
 
 

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 
-from mlops_operator.approval import ANNOTATION, APPROVED_BY, APPROVED_DIGEST
+from mlops_operator.approval import ANNOTATION, APPROVED_BY, APPROVED_DIGEST, KEYS
 
 KINDS = {"mv", "modelversion", "modelversions", "modelversions.mlops.dev"}
 ACTIONS = {"approve": "approved", "reject": "rejected", "revoke": None}
@@ -38,7 +38,7 @@ def annotations(action: str, user: str, digest: str) -> list[str]:
     """The `kubectl annotate` arguments for an action."""
     value = ACTIONS[action]
     if value is None:
-        return [f"{key}-" for key in (ANNOTATION, APPROVED_BY, APPROVED_DIGEST)]
+        return [f"{key}-" for key in KEYS]
     return [f"{ANNOTATION}={value}", f"{APPROVED_BY}={user}", f"{APPROVED_DIGEST}={digest}"]
 
 

@@ -23,7 +23,6 @@ from mlops_operator.conditions import parse_time, seconds, stamp_of
 
 Command = Literal["promote", "promote-full", "abort", "retry", "pause", "resume"]
 """What a person asked for (annotation mlops.dev/rollout, or kubectl mlops)."""
-COMMANDS: tuple[Command, ...] = ("promote", "promote-full", "abort", "retry", "pause", "resume")
 ANALYSIS_KEPT = 30
 """Measurements kept in status.canary.analysis (the CRD's bound)."""
 
