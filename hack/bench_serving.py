@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Serving benchmark: mlops-serve against MLServer, KServe and a bare FastAPI app.
+"""Serving benchmark: mlops-serve against MLServer, KServe and a bare FastAPI app,
+and the cost of the canary router in front of mlops-serve.
 
 One model (a scikit-learn scaler + logistic regression pipeline on the breast
 cancer dataset that ships with scikit-learn, 30 features), the same Open
@@ -26,6 +27,12 @@ next, more than the cost, so neither compares separate runs:
   capture's buffers cost the requests around them in a process alone.
 The share of the server's CPU spent in Capture.record, timed inside it, is shown
 too: capture's direct cost, without what it does to the caches.
+
+The router row sends the same requests through `mlops-serve router` to the
+mlops-serve process above, in the same rounds as the direct calls. With two CPUs
+the router cannot have one of its own (in a cluster it has its own pod): it runs
+on wrk's CPU, so it competes with the load generator, never with the backend.
+Set --capture-seconds 0 and --twin-seconds 0 to skip the capture measurements.
 
     python hack/bench_serving.py [--seconds 3] [--repeats 9] [--connections 8]
                                  [--capture-seconds 180] [--twin-seconds 120]
@@ -66,6 +73,7 @@ from sklearn.preprocessing import StandardScaler
 
 from mlops_serving import bundle
 from mlops_serving.digest import file_digest
+from mlops_serving.routing import TABLE_KEY, Backend, RoutingTable, render
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("MLOPS_CACHE_DIR", Path.home() / ".cache" / "mlops-operator")) / "bench"
@@ -83,6 +91,7 @@ PHASE_SECONDS, SETTLE_SECONDS = 1.0, 0.1
 """The twins' phases, and the time each is left to settle before it is measured."""
 TWIN_SLICE_SECONDS = 0.02
 """How long each of the two twins runs alone on the CPU before the other's turn."""
+ROUTER = "mlops-serve via router"
 
 
 @dataclass
@@ -93,6 +102,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     model: str = "bench"
+    cpu: str = SERVER_CPU
 
     @property
     def infer_url(self) -> str:
@@ -192,9 +202,25 @@ def servers(work: Path, model_file: Path, tarball: Path, digest: str) -> list[Se
     )
     mlserver = peer_python("mlserver")
     kserve = peer_python("kserve")
-    ours_port, kserve_port, bare_port = (free_port() for _ in range(3))
+    ours_port, kserve_port, bare_port, router_port = (free_port() for _ in range(4))
+    table = work / TABLE_KEY
+    table.write_text(
+        render(RoutingTable(backends={"stable": Backend("bench", f"http://127.0.0.1:{ours_port}")}))
+    )
     return [
         Server("mlops-serve", ours, ours_port, {**base, "MLOPS_SERVING_PORT": str(ours_port)}),
+        Server(
+            ROUTER,
+            [sys.executable, "-m", "mlops_serving.serve", "router"],
+            router_port,
+            {
+                "MLOPS_ROUTER_HOST": "127.0.0.1",
+                "MLOPS_ROUTER_PORT": str(router_port),
+                "MLOPS_ROUTER_TABLE_FILE": str(table),
+                "MLOPS_ROUTER_LOG_LEVEL": "warning",
+            },
+            cpu=LOAD_CPU,
+        ),
         Server(
             "MLServer",
             [str(mlserver.parent / "mlserver"), "start", str(mlserver_dir)],
@@ -229,7 +255,7 @@ def servers(work: Path, model_file: Path, tarball: Path, digest: str) -> list[Se
 def running(server: Server, logs: Path) -> Iterator[subprocess.Popen[bytes]]:
     log = (logs / f"{server.port}.log").open("w")
     process = subprocess.Popen(
-        ["taskset", "-c", SERVER_CPU, *server.command],
+        ["taskset", "-c", server.cpu, *server.command],
         env={**os.environ, **server.env},
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -534,7 +560,7 @@ def main() -> int:
                             file=sys.stderr,
                         )
             ours = next(s for s in all_servers if s.name == "mlops-serve")
-            for label, script in scripts.items():
+            for label, script in scripts.items() if args.capture_seconds else ():
                 print(f"capture on / off, {label}, {args.capture_seconds} s", file=sys.stderr)
                 capture[label] = capture_rounds(
                     ours,
@@ -545,10 +571,11 @@ def main() -> int:
                     connections=args.connections,
                     order=order,
                 )
-            twin = twin_of(ours, work)
-            twin_pid = stack.enter_context(running(twin, work)).pid
-            check(twin, bodies["100 rows"])
-            for label, script in scripts.items():
+            if args.twin_seconds:
+                twin = twin_of(ours, work)
+                twin_pid = stack.enter_context(running(twin, work)).pid
+                check(twin, bodies["100 rows"])
+            for label, script in scripts.items() if args.twin_seconds else ():
                 print(f"capture in twins, {label}, {args.twin_seconds} s", file=sys.stderr)
                 twins[label] = twin_phases(
                     [ours, twin],
@@ -560,7 +587,10 @@ def main() -> int:
                     order=order,
                 )
         report(results, [s.name for s in all_servers], list(scripts), args)
-        report_capture(capture, twins)
+        if ROUTER in processes:
+            report_router(results, list(scripts))
+        if capture and twins:
+            report_capture(capture, twins)
     return 0
 
 
@@ -588,6 +618,28 @@ def report(results: dict[tuple[str, str], list[Sample]], names: list[str], label
                 f" | {statistics.median(s.p99_ms for s in samples):.2f}"
                 f" | {rps_ratio:.2f} | {p99_ratio:.2f} |"
             )
+
+
+def report_router(results: dict[tuple[str, str], list[Sample]], labels: list[str]) -> None:
+    """What the router adds: per-round differences and ratios against the direct calls
+    of the same round, as medians with their range over rounds."""
+    print(f"\n{ROUTER}, against direct calls to the same mlops-serve process\n")
+    print("| payload | added p50 ms | added p99 ms | rps through router / direct |")
+    print("|---|---:|---:|---:|")
+    for label in labels:
+        pairs = list(zip(results[(ROUTER, label)], results[("mlops-serve", label)], strict=True))
+        cells = [
+            [r.p50_ms - d.p50_ms for r, d in pairs],
+            [r.p99_ms - d.p99_ms for r, d in pairs],
+            [r.rps / d.rps for r, d in pairs],
+        ]
+        print(
+            f"| {label} | "
+            + " | ".join(
+                f"{statistics.median(c):.2f} ({min(c):.2f} to {max(c):.2f})" for c in cells
+            )
+            + " |"
+        )
 
 
 def pooled(rounds: list[CaptureRound], a: str, b: str) -> tuple[float, float, float]:

@@ -3,6 +3,8 @@
     mlops-serve          verify, then serve (settings from MLOPS_SERVING_* variables)
     mlops-serve verify   fetch and verify only; exit 1 with the reason on any failure
                          (and the verdict as JSON in MLOPS_SERVING_REPORT_FILE, if set)
+    mlops-serve router   split a ModelDeployment's traffic between its tracks
+                         (settings from MLOPS_ROUTER_* variables; see router.py)
 
 The artifact is fetched and verified once, in this process, before any worker
 starts: a digest mismatch, a missing file or an unknown format ends the process
@@ -56,8 +58,16 @@ def write_verdict(report: Path, settings: ServingSettings, error: str | None) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops-serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", nargs="?", choices=["serve", "verify"], default="serve")
+    parser.add_argument(
+        "command", nargs="?", choices=["serve", "verify", "router"], default="serve"
+    )
     args = parser.parse_args(argv)
+    if args.command == "router":
+        # Imported here only: the serving workers import this module too, and have no
+        # use for the router's HTTP client.
+        from .router import main as route  # noqa: PLC0415
+
+        return route()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = ServingSettings()

@@ -2,11 +2,23 @@
 seed), header routes first, sticky callers kept on their track."""
 
 import random
+import re
 from collections import Counter
+from typing import Any
 
 import pytest
 
-from mlops_serving.routing import HeaderRoute, RoutingTable, choose_track, mirrored
+from mlops_serving.router import Endpoints
+from mlops_serving.routing import (
+    Backend,
+    HeaderRoute,
+    RoutingTable,
+    TableError,
+    choose_track,
+    mirrored,
+    parse,
+    render,
+)
 
 REQUESTS = 10_000
 
@@ -65,3 +77,67 @@ def test_mirror_share(percent: int) -> None:
     table = RoutingTable(mirror_percent=percent)
     share = 100 * sum(mirrored(table, rng) for _ in range(REQUESTS)) / REQUESTS
     assert abs(share - percent) <= 1.5, share
+
+
+def test_a_table_reads_back_as_written() -> None:
+    table = RoutingTable(
+        canary_weight=20,
+        mirror_percent=5,
+        sticky_key="x-user",
+        header_routes=(HeaderRoute("x-model-version", "2", "canary"),),
+        backends={"stable": Backend("iris-stable", "http://10.96.0.9:80")},
+    )
+    assert parse(render(table)) == table
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("[]", "not a JSON object"),
+        ("{", "not JSON"),
+        ('{"canaryWeight": 101}', "canaryWeight"),
+        ('{"canaryWeight": true}', "canaryWeight"),
+        ('{"mirrorPercent": -1}', "mirrorPercent"),
+        ('{"stickyKey": ""}', "stickyKey"),
+        ('{"headerRoutes": {}}', "headerRoutes"),
+        ('{"headerRoutes": [{"header": "a", "value": "1", "track": "mirror"}]}', "[0].track"),
+        ('{"headerRoutes": [{"value": "1", "track": "canary"}]}', "headerRoutes[0].header"),
+        ('{"backends": {"blue": {"service": "s", "url": "http://x"}}}', "backends.blue"),
+        ('{"backends": {"stable": {"url": "http://x"}}}', "backends.stable.service"),
+        ('{"backends": {"stable": {"service": "s", "url": "ftp://x"}}}', "backends.stable.url"),
+    ],
+)
+def test_a_bad_table_is_refused_naming_its_field(text: str, field: str) -> None:
+    with pytest.raises(TableError, match=re.escape(field)):
+        parse(text)
+
+
+def endpoint_slice(
+    name: str, service: str, ready: dict[str, bool | None], port: int = 8080
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}},
+        "ports": [{"name": "http", "port": port}],
+        "endpoints": [
+            {"addresses": [ip], **({} if up is None else {"conditions": {"ready": up}})}
+            for ip, up in ready.items()
+        ],
+    }
+
+
+def test_endpoints_are_the_ready_addresses_of_every_slice_of_a_service() -> None:
+    endpoints = Endpoints()
+    endpoints.reset(
+        [
+            endpoint_slice("a-1", "iris-stable", {"10.245.0.5": True, "10.245.0.6": False}),
+            endpoint_slice("a-2", "iris-stable", {"10.245.0.7": None}),
+            endpoint_slice("b-1", "iris-canary", {"fd00::3": True}, port=9000),
+        ]
+    )
+    assert endpoints.by_service == {
+        "iris-stable": ["http://10.245.0.5:8080", "http://10.245.0.7:8080"],
+        "iris-canary": ["http://[fd00::3]:9000"],
+    }
+    endpoints.update("MODIFIED", endpoint_slice("a-1", "iris-stable", {"10.245.0.6": True}))
+    endpoints.update("DELETED", endpoint_slice("a-2", "iris-stable", {}))
+    assert endpoints.by_service["iris-stable"] == ["http://10.245.0.6:8080"]
