@@ -299,7 +299,10 @@ class Router:
         status, reply_headers, content = await self._send(
             scope["method"], base, target, forward, body, timeout=self.settings.timeout_seconds
         )
-        reply_headers.append((b"x-mlops-track", track.encode()))
+        reply_headers += [
+            (b"content-length", str(len(content)).encode()),
+            (b"x-mlops-track", track.encode()),
+        ]
         await send({"type": "http.response.start", "status": status, "headers": reply_headers})
         await send({"type": "http.response.body", "body": content})
         self.metrics.requests.labels(track, str(status)).inc()
@@ -545,7 +548,10 @@ async def _answer(send: Send, status: int, body: bytes, content_type: str) -> No
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", content_type.encode())],
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
