@@ -87,11 +87,13 @@ def test_kill_9_at_random_points_always_converges(
             GROUP, VERSION, namespace, "modeldeployments"
         )["items"]
     }
+    expected = {
+        "Deployment": [f"m{i}-stable" for i in range(COUNT)],
+        "Service": [f"m{i}{suffix}" for i in range(COUNT) for suffix in ("", "-stable")],
+    }
     for kind, items in objects.items():
         names = sorted(item.metadata.name for item in items)
-        assert names == sorted(f"m{i}-stable" for i in range(COUNT)), (
-            kind
-        )  # none missing, none twice
+        assert names == sorted(expected[kind]), kind  # none missing, none twice
         for item in items:
             (reference,) = item.metadata.owner_references
             assert owners[reference.uid] == item.metadata.name.removesuffix("-stable")  # no orphans
@@ -276,10 +278,21 @@ def test_a_dripping_artifact_server_and_20_edits_stall_nothing_else(
         # The fetches' deadline is 60 s: on a stalled operator, nothing moves before.
         wait_until(lambda: ready(cluster, namespace, "iris"), "another model to deploy", timeout=30)
         assert operator.alive()
-        stuck = get(cluster, "modelversions", namespace, "iris-100")
+        # Each edit is observed in its turn (they queue behind one another, not behind
+        # the fetch), while the fetch still runs.
+        stuck = wait_until(
+            lambda: (
+                (m := get(cluster, "modelversions", namespace, "iris-100"))["status"].get(
+                    "observedGeneration"
+                )
+                == m["metadata"]["generation"]
+                and m
+            ),
+            "every edit of the stuck version to be observed",
+            timeout=30,
+        )
         assert stuck["status"]["phase"] == "Verifying"
         assert condition(stuck, "ArtifactVerified")["reason"] == "Verifying"
-        assert stuck["status"]["observedGeneration"] == stuck["metadata"]["generation"]
         assert requested.count("/100") == 1, "one fetch per ModelVersion at a time"
         assert len(requested) == len(set(requested))
     finally:
