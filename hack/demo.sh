@@ -84,7 +84,7 @@ step kubectl wait -n "$NS" --for=condition=Ready mdep/iris --timeout=180s
 step kubectl get mv,mdep -n "$NS"
 step kubectl get deployments,services,pods -n "$NS" -o wide
 
-kubectl port-forward -n "$NS" svc/iris-stable 18180:80 >"$WORK/port-forward.log" 2>&1 &
+kubectl port-forward -n "$NS" svc/iris 18180:80 >"$WORK/port-forward.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 60); do curl -sf http://127.0.0.1:18180/v2/health/ready >/dev/null && break; sleep 0.5; done
 step curl -s -X POST http://127.0.0.1:18180/predict -H 'Content-Type: application/json' \

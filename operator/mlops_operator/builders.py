@@ -5,6 +5,7 @@ it that way).
 """
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,9 +30,32 @@ from mlops_operator.constants import (
     TERMINATION_LOG,
     VERIFY_CONTAINER,
 )
+from mlops_serving.routing import TABLE_KEY
 
 Manifest = dict[str, Any]
 SECRETS_ROOT = "/var/run/secrets/mlops"
+ROUTER = "router"
+ROUTER_TABLE_DIR = "/etc/mlops-router"
+SECURITY_CONTEXT: Manifest = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+SCRAPED = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(SERVING_PORT),
+    "prometheus.io/path": "/metrics",
+}
+"""Pod annotations for Prometheus' annotation-based discovery."""
+POD_SECURITY_CONTEXT: Manifest = {
+    "runAsNonRoot": True,
+    "fsGroup": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 @dataclass(frozen=True)
@@ -120,10 +144,19 @@ def _metadata(owner: Owner, track: str, version: ResolvedVersion) -> dict[str, A
     }
 
 
-def replicas_of(spec: ModelDeploymentSpec, config: RenderConfig) -> int:
+def replicas_of(spec: ModelDeploymentSpec, config: RenderConfig, share: int = 100) -> int:
+    """A track's replicas: the spec's count (or the HPA's minimum), scaled to the
+    track's share of traffic, and never below one."""
     if spec.autoscaling is not None:
-        return spec.autoscaling.min_replicas
-    return spec.replicas if spec.replicas is not None else config.default_replicas
+        return scaled(spec.autoscaling.min_replicas, share)
+    total = spec.replicas if spec.replicas is not None else config.default_replicas
+    return 0 if total == 0 else scaled(total, share)
+
+
+def scaled(count: int, share: int) -> int:
+    """`share` percent of `count`, rounded up, at least one: a track that serves any
+    traffic (or only header routes, at weight 0) needs a pod."""
+    return max(1, math.ceil(count * share / 100))
 
 
 def _artifact_mounts(
@@ -212,6 +245,8 @@ def render_deployment(
     track: str,
     version: ResolvedVersion,
     config: RenderConfig,
+    *,
+    share: int = 100,
 ) -> Manifest:
     """The track's Deployment: the serving image pinned to the artifact and its digest,
     probes on the health routes, restricted security context, spread across zones."""
@@ -236,15 +271,7 @@ def render_deployment(
         "startupProbe": _probe("/v2/health/ready", period=2, failures=150),
         "readinessProbe": _probe("/v2/health/ready", period=5, failures=3),
         "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": 65532,
-            "runAsGroup": 65532,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": SECURITY_CONTEXT,
     }
     container["resources"] = (
         spec.resources.model_dump(by_alias=True, exclude_none=True)
@@ -281,21 +308,12 @@ def render_deployment(
             "template": {
                 "metadata": {
                     "labels": pod_labels,
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(SERVING_PORT),
-                        "prometheus.io/path": "/metrics",
-                        ANNOTATION_MODEL_VERSION: version.object_name,
-                    },
+                    "annotations": {**SCRAPED, ANNOTATION_MODEL_VERSION: version.object_name},
                 },
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "fsGroup": 65532,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": POD_SECURITY_CONTEXT,
                     **({"initContainers": init_containers} if init_containers else {}),
                     "containers": [container],
                     "volumes": volumes,
@@ -311,7 +329,7 @@ def render_deployment(
     deployment["spec"]["template"]["spec"].update(_scheduling(spec))
     if spec.autoscaling is None:
         # With an HPA the replica count is the HPA's to set; applying one would fight it.
-        deployment["spec"]["replicas"] = replicas_of(spec, config)
+        deployment["spec"]["replicas"] = replicas_of(spec, config, share)
     return deployment
 
 
@@ -365,9 +383,10 @@ def render_service(owner: Owner, track: str, version: ResolvedVersion) -> Manife
 
 
 def render_hpa(
-    spec: ModelDeploymentSpec, owner: Owner, track: str, version: ResolvedVersion
+    spec: ModelDeploymentSpec, owner: Owner, track: str, version: ResolvedVersion, share: int = 100
 ) -> Manifest | None:
-    """An autoscaling/v2 HPA on CPU, when spec.autoscaling is set."""
+    """An autoscaling/v2 HPA on CPU, when spec.autoscaling is set; its bounds follow the
+    track's share of traffic."""
     if spec.autoscaling is None:
         return None
     scaling = spec.autoscaling
@@ -381,8 +400,8 @@ def render_hpa(
                 "kind": "Deployment",
                 "name": child_name(owner.name, track),
             },
-            "minReplicas": scaling.min_replicas,
-            "maxReplicas": scaling.max_replicas,
+            "minReplicas": scaled(scaling.min_replicas, share),
+            "maxReplicas": scaled(scaling.max_replicas, share),
             "metrics": [
                 {
                     "type": "Resource",
@@ -405,9 +424,11 @@ def render_pdb(
     track: str,
     version: ResolvedVersion,
     config: RenderConfig,
+    *,
+    share: int = 100,
 ) -> Manifest | None:
     """Keep one pod during voluntary disruptions, when the track has more than one."""
-    if replicas_of(spec, config) < 2:
+    if replicas_of(spec, config, share) < 2:
         return None
     return {
         "apiVersion": "policy/v1",
@@ -423,16 +444,155 @@ def render_track(
     track: str,
     version: ResolvedVersion,
     config: RenderConfig,
+    *,
+    share: int = 100,
 ) -> list[Manifest]:
-    """Every child of one track, in apply order."""
+    """Every child of one track, in apply order, sized for `share` percent of traffic."""
     children = [
-        render_deployment(spec, owner, track, version, config),
+        render_deployment(spec, owner, track, version, config, share=share),
         render_service(owner, track, version),
-        render_hpa(spec, owner, track, version),
-        render_pdb(spec, owner, track, version, config),
+        render_hpa(spec, owner, track, version, share),
+        render_pdb(spec, owner, track, version, config, share=share),
     ]
     return [child for child in children if child is not None]
 
 
-def service_url(owner: Owner, track: str, config: RenderConfig) -> str:
-    return f"http://{child_name(owner.name, track)}.{owner.namespace}.svc.{config.cluster_domain}"
+def entry_name(owner: Owner) -> str:
+    """The ModelDeployment's own Service: its name, where that is a valid Service name."""
+    name = owner.name
+    if len(name) <= 63 and name[0].isalpha() and "." not in name:
+        return name
+    return child_name(name, "entry")
+
+
+def entry_url(owner: Owner, config: RenderConfig) -> str:
+    return f"http://{entry_name(owner)}.{owner.namespace}.svc.{config.cluster_domain}"
+
+
+def plain_metadata(owner: Owner, name: str, component: str) -> Manifest:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": {
+            LABEL_DEPLOYMENT: owner.name,
+            LABEL_NAME: f"mlops-{component}",
+            LABEL_COMPONENT: component,
+            LABEL_MANAGED_BY: MANAGED_BY,
+        },
+        "ownerReferences": owner_references(owner),
+    }
+
+
+def render_entry(owner: Owner, selector: Mapping[str, str]) -> Manifest:
+    """The ModelDeployment's single entry point (status.url): a Service whose selector
+    the operator moves between the router's pods and the tracks' pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": plain_metadata(owner, entry_name(owner), "entry"),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": dict(selector),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def serving_selector(owner: Owner) -> dict[str, str]:
+    """Every serving track's pods (mode replicas): not the router's."""
+    return {LABEL_DEPLOYMENT: owner.name, LABEL_NAME: "mlops-serving"}
+
+
+def render_router(
+    spec: ModelDeploymentSpec, owner: Owner, table: str, config: RenderConfig
+) -> list[Manifest]:
+    """The router (mode router) and what it needs, in apply order: its routing table,
+    an identity that may read that table and the namespace's EndpointSlices and
+    nothing else, and its Deployment."""
+    name = child_name(owner.name, ROUTER)
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": plain_metadata(owner, name, ROUTER),
+        "data": {TABLE_KEY: table},
+    }
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": plain_metadata(owner, name, ROUTER),
+    }
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": plain_metadata(owner, name, ROUTER),
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [name],
+                "verbs": ["get", "list", "watch"],
+            },
+            {
+                "apiGroups": ["discovery.k8s.io"],
+                "resources": ["endpointslices"],
+                "verbs": ["get", "list", "watch"],
+            },
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": plain_metadata(owner, name, ROUTER),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+    }
+    metadata = plain_metadata(owner, name, ROUTER)
+    pod_labels = {**metadata["labels"], LABEL_TRACK: ROUTER}
+    container: Manifest = {
+        "name": ROUTER,
+        "image": spec.image or config.image,
+        "args": [ROUTER],
+        "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
+        "env": [
+            {"name": "MLOPS_ROUTER_NAMESPACE", "value": owner.namespace},
+            {"name": "MLOPS_ROUTER_CONFIGMAP", "value": name},
+            {"name": "MLOPS_ROUTER_PORT", "value": str(SERVING_PORT)},
+            {"name": "MLOPS_ROUTER_TABLE_FILE", "value": f"{ROUTER_TABLE_DIR}/{TABLE_KEY}"},
+        ],
+        "volumeMounts": [{"name": "table", "mountPath": ROUTER_TABLE_DIR, "readOnly": True}],
+        "readinessProbe": _probe("/router/ready", period=2, failures=3),
+        "livenessProbe": _probe("/metrics", period=10, failures=3),
+        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+        "securityContext": SECURITY_CONTEXT,
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {**metadata, "labels": pod_labels},
+        "spec": {
+            "replicas": min(2, max(1, replicas_of(spec, config))),
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(owner, ROUTER)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": dict(SCRAPED),
+                },
+                "spec": {
+                    "serviceAccountName": name,
+                    "enableServiceLinks": False,
+                    "securityContext": POD_SECURITY_CONTEXT,
+                    "containers": [container],
+                    "volumes": [{"name": "table", "configMap": {"name": name}}],
+                    "terminationGracePeriodSeconds": 30,
+                    "topologySpreadConstraints": [_spread("kubernetes.io/hostname", owner, ROUTER)],
+                    **_scheduling(spec),
+                },
+            },
+        },
+    }
+    return [config_map, account, role, binding, deployment]

@@ -19,6 +19,10 @@ LABEL_VERSION = f"{GROUP}/version"
 # On pods whose init container `verify` checks the artifact (what the operator cannot reach).
 LABEL_VERIFIED_BY_POD = f"{GROUP}/verified-by-pod"
 ANNOTATION_MODEL_VERSION = f"{GROUP}/model-version"
+ANNOTATION_ROLLOUT = f"{GROUP}/rollout"
+"""A person's command to a canary rollout: promote, promote-full, abort, retry, pause or
+resume, optionally followed by anything that makes the value new (kubectl mlops adds
+the time), since a command is acted on once per value."""
 VERIFY_CONTAINER = "verify"
 TERMINATION_LOG = "/dev/termination-log"
 LABEL_ARTIFACT_CREDENTIALS = f"{GROUP}/artifact-credentials"

@@ -8,6 +8,7 @@ that is interrupted and run again leaves the same objects.
 
 import base64
 import datetime
+import functools
 import json
 import threading
 import time
@@ -42,6 +43,11 @@ CHILD_KINDS: dict[str, tuple[str, str]] = {
     "Service": ("/api/v1", "services"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "ServiceAccount": ("/api/v1", "serviceaccounts"),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
 }
 
 
@@ -144,8 +150,12 @@ def children(namespace: str, owner: str) -> list[Object]:
     selector = f"{LABEL_DEPLOYMENT}={owner},{LABEL_MANAGED_BY}={MANAGED_BY}"
     found: list[Object] = []
     for kind in CHILD_KINDS:
-        listed = _call("GET", _collection(kind, namespace), query=[("labelSelector", selector)])
-        for item in listed.get("items", []):
+        path = _collection(kind, namespace)
+        # Where the Gateway API is not installed, no HTTPRoute can be left over.
+        listed = _unless_absent(
+            functools.partial(_call, "GET", path, query=[("labelSelector", selector)])
+        )
+        for item in (listed or {}).get("items", []):
             item["kind"] = kind
             found.append(item)
     return found
@@ -489,6 +499,9 @@ class Latest:
 
 VERSIONS = VersionIndex()
 DEPLOYMENTS = Latest()
+"""ModelDeployments, as the watch last delivered them (or our status writes returned)."""
+CHILD_DEPLOYMENTS = Latest()
+"""The tracks' and routers' Deployments, as last applied or watched."""
 
 
 def post_event(obj: Object, kind: str, reason: str, message: str) -> None:

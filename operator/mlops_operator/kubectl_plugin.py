@@ -1,36 +1,47 @@
-"""`kubectl mlops`: approve, reject or revoke a ModelVersion as yourself.
+"""`kubectl mlops`: approve, reject or revoke a ModelVersion as yourself; steer a
+ModelDeployment's canary.
 
     kubectl mlops approve mv/iris-1 [-n NAMESPACE] [kubectl flags: --context, --as ...]
     kubectl mlops reject mv/iris-1
     kubectl mlops revoke mv/iris-1
+    kubectl mlops promote|promote-full|abort|retry|pause|resume mdep/iris
 
-It asks the API server who you are (`kubectl auth whoami`) and which bytes the
-ModelVersion pins, and writes the three approval annotations in one request. The
-API server's admission policy checks that you may approve, that the name is
+Approving asks the API server who you are (`kubectl auth whoami`) and which bytes
+the ModelVersion pins, and writes the three approval annotations in one request.
+The API server's admission policy checks that you may approve, that the name is
 yours and that the digest is the pinned one (mlops_operator/approval.py).
+A rollout command is the annotation mlops.dev/rollout, with the time after it, so
+that the same command given twice is acted on twice.
 Installed as the console script `kubectl-mlops`, so kubectl finds it on PATH.
 """
 
 import argparse
+import datetime
 import os
 import subprocess
 import sys
+from typing import get_args
 
 from mlops_operator.approval import ANNOTATION, APPROVED_BY, APPROVED_DIGEST, KEYS
+from mlops_operator.constants import ANNOTATION_ROLLOUT
+from mlops_operator.rollout import Command
 
 KINDS = {"mv", "modelversion", "modelversions", "modelversions.mlops.dev"}
+DEPLOYMENT_KINDS = {"mdep", "modeldeployment", "modeldeployments", "modeldeployments.mlops.dev"}
 ACTIONS = {"approve": "approved", "reject": "rejected", "revoke": None}
+COMMANDS: tuple[str, ...] = get_args(Command)
 
 
 class PluginError(Exception):
     """What went wrong, in one line for the user."""
 
 
-def model_version_name(ref: str) -> str:
+def object_name(ref: str, kinds: set[str] = KINDS) -> str:
     """`mv/NAME` (or any of the kind's names before the slash), or a bare NAME."""
     kind, slash, name = ref.rpartition("/")
-    if (slash and kind.lower() not in KINDS) or not name:
-        raise PluginError(f"{ref!r} is not a ModelVersion: write mv/NAME")
+    if (slash and kind.lower() not in kinds) or not name:
+        what, short = ("a ModelVersion", "mv") if kinds is KINDS else ("a ModelDeployment", "mdep")
+        raise PluginError(f"{ref!r} is not {what}: write {short}/NAME")
     return name
 
 
@@ -56,9 +67,20 @@ def _kubectl(*args: str) -> str:
     return done.stdout.strip()
 
 
+def steer(command: str, ref: str, flags: list[str], now: datetime.datetime) -> str:
+    """A rollout command to a ModelDeployment; the line to print."""
+    name = object_name(ref, DEPLOYMENT_KINDS)
+    value = f"{command} {now.isoformat(timespec='milliseconds')}"
+    _kubectl("annotate", "--overwrite", "modeldeployments.mlops.dev", name,
+             f"{ANNOTATION_ROLLOUT}={value}", *flags)  # fmt: skip
+    return f"modeldeployment {name}: {command} requested"
+
+
 def run(action: str, ref: str, flags: list[str]) -> str:
     """Do it; the line to print."""
-    name = model_version_name(ref)
+    if action in COMMANDS:
+        return steer(action, ref, flags, datetime.datetime.now(datetime.UTC))
+    name = object_name(ref)
     user = _kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}", *flags)
     digest = _kubectl("get", "modelversions.mlops.dev", name, "-o",
                       "jsonpath={.spec.artifact.digest}", *flags)  # fmt: skip
@@ -96,14 +118,14 @@ def parse(argv: list[str] | None) -> tuple[str, str, list[str]]:
         epilog="kubectl's flags (-n, --context, --kubeconfig, --as ...) are passed to kubectl; "
         "others that take a value must be written --flag=value.",
     )
-    parser.add_argument("action", choices=sorted(ACTIONS))
-    parser.add_argument("model_version", metavar="mv/NAME")
+    parser.add_argument("action", choices=[*sorted(ACTIONS), *COMMANDS])
+    parser.add_argument("object", metavar="mv/NAME|mdep/NAME")
     for names in KUBECTL_FLAGS:
         parser.add_argument(*names, action="append", default=[], dest=_dest(names))
     args, rest = parser.parse_known_args(argv)
     given = vars(args)
     flags = [f"{names[-1]}={value}" for names in KUBECTL_FLAGS for value in given[_dest(names)]]
-    return args.action, args.model_version, flags + rest
+    return args.action, args.object, flags + rest
 
 
 def main(argv: list[str] | None = None) -> int:

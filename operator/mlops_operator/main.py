@@ -6,7 +6,6 @@ Approval needs no handler: the API server enforces it (approval.py).
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from mlops_operator import (
+    analysis,
     driftmonitor,
     health,
     kube,
@@ -24,6 +24,7 @@ from mlops_operator import (
     retry,
     timers,
 )
+from mlops_operator.builders import ROUTER
 from mlops_operator.conditions import Reporter
 from mlops_operator.constants import (
     GROUP,
@@ -46,6 +47,7 @@ DM = (GROUP, VERSION, driftmonitor.PLURAL)
 CHILDREN = {LABEL_MANAGED_BY: MANAGED_BY}
 Body = Any
 Log = logging.Logger | logging.LoggerAdapter[Any]
+LOOP: asyncio.AbstractEventLoop
 
 
 def _reconcile_latest(key: retry.Key, logger: Log) -> None:
@@ -58,7 +60,7 @@ def _reconcile_latest(key: retry.Key, logger: Log) -> None:
         _model_version("MODIFIED", obj, modelversion.change_key(obj), logger)
     elif plural == modeldeployment.PLURAL:
         _model_deployment(obj, logger)
-        CHANGES.handled(obj, obj["metadata"].get("generation"))
+        CHANGES.handled(obj, modeldeployment.change_key(obj))
     else:
         raise ValueError(f"no reconcile for {plural}")
 
@@ -86,6 +88,20 @@ def _post_webhook(url: str, body: bytes, headers: dict[str, str]) -> None:
 
 
 TIMERS = timers.Timers(_run_monitor, LOG)
+
+
+def _run_rollout(key: retry.Key) -> float | None:
+    """Look at a ModelDeployment's rollout again: a pause ended, a measurement is due,
+    or its canary or router changed readiness."""
+    plural, namespace, name = key
+    obj = kube.read_custom(plural, namespace, name)
+    if obj is None or obj["metadata"].get("deletionTimestamp"):
+        return None
+    with reconciling("ModelDeployment"):
+        return modeldeployment.reconcile(obj, SETTINGS, reporter(obj, LOG))
+
+
+ROLLOUTS = timers.Timers(_run_rollout, LOG)
 HEARTBEAT = health.Heartbeat()
 
 
@@ -141,8 +157,7 @@ def _model_version(type: str | None, body: Body, key: Any, logger: Log) -> None:
     for mdep in modeldeployment.following(
         dict(body), kube.list_custom(modeldeployment.PLURAL, namespace)
     ):
-        with reconciling("ModelDeployment"):
-            modeldeployment.reconcile(mdep, SETTINGS, reporter(mdep, logger))
+        _model_deployment(mdep, logger)
 
 
 @kopf.on.event(*MDEP)
@@ -153,20 +168,27 @@ async def model_deployment(type: str | None, body: Body, logger: Log, **_: Any) 
     if type == "DELETED":
         kube.LEDGER.forget(meta["namespace"], meta["name"])
         kube.forget_lock(meta["namespace"], meta["name"])
+        analysis.BASELINES.forget(meta["namespace"], meta["name"])
+        ROLLOUTS.plan((modeldeployment.PLURAL, meta["namespace"], meta["name"]), None)
         return
-    if CHANGES.seen(body, meta.get("generation")):
+    key = modeldeployment.change_key(body)
+    if CHANGES.seen(body, key):
         return  # an echo of our own status write
 
     def work() -> None:
         _model_deployment(dict(body), logger)
-        CHANGES.handled(body, meta.get("generation"))
+        CHANGES.handled(body, key)
 
     await RETRIES.run((modeldeployment.PLURAL, meta["namespace"], meta["name"]), work, logger)
 
 
 def _model_deployment(body: Body, logger: Log) -> None:
+    """Reconcile, and plan the rollout's next look (from any thread)."""
     with reconciling("ModelDeployment"):
-        modeldeployment.reconcile(body, SETTINGS, reporter(body, logger))
+        requeue = modeldeployment.reconcile(body, SETTINGS, reporter(body, logger))
+    meta = body["metadata"]
+    key = (modeldeployment.PLURAL, meta["namespace"], meta["name"])
+    LOOP.call_soon_threadsafe(ROLLOUTS.plan, key, requeue)
 
 
 @kopf.on.event(*DM)
@@ -185,20 +207,29 @@ async def drift_monitor(type: str | None, body: Body, **_: Any) -> None:
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILDREN)
 @kopf.on.event("", "v1", "services", labels=CHILDREN)
+@kopf.on.event("", "v1", "configmaps", labels=CHILDREN)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=CHILDREN)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=CHILDREN)
 async def child_changed(type: str | None, body: Body, logger: Log, **_: Any) -> None:
-    """A child changed: repair it if someone else did; mirror a Deployment's status."""
+    """A child changed: repair it if someone else did; mirror a Deployment's status.
+    While a canary is set, a track's or the router's readiness moves the rollout (the
+    canary becomes Ready, the stable track takes over after a promotion), so the
+    rollout takes a look."""
     meta = body["metadata"]
     owner = (meta.get("labels") or {}).get(LABEL_DEPLOYMENT)
     if not owner:
         return
+    key = (modeldeployment.PLURAL, meta["namespace"], owner)
+    if body["kind"] == "Deployment":
+        kube.CHILD_DEPLOYMENTS.update(dict(body), deleted=type == "DELETED")
     if type != "DELETED" and not kube.changed_by_others(dict(body)):
         track = (meta.get("labels") or {}).get(LABEL_TRACK)
-        if body["kind"] == "Deployment" and track:
+        owner_body = kube.DEPLOYMENTS.get(meta["namespace"], owner) or {}
+        if body["kind"] == "Deployment" and (owner_body.get("spec") or {}).get("canary"):
+            ROLLOUTS.plan(key, 0)
+        if body["kind"] == "Deployment" and track and track != ROUTER:
             modeldeployment.STATUS.submit(meta["namespace"], owner, track, dict(body))
         return
-    key = (modeldeployment.PLURAL, meta["namespace"], owner)
     await RETRIES.run(key, lambda: _reconcile_latest(key, logger), logger)
 
 
@@ -227,7 +258,8 @@ async def start_background(memo: kopf.Memo, logger: Log, **_: Any) -> None:
     Handlers are async: events that need no API call (echoes, child status) are
     handled on the event loop, and the blocking work goes to one bounded pool.
     """
-    loop = asyncio.get_running_loop()
+    global LOOP  # noqa: PLW0603 - the one loop, known once it runs
+    loop = LOOP = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(kube.WORKERS, thread_name_prefix="mlops"))
 
     def fetched(key: modelversion.Key) -> None:
@@ -241,6 +273,7 @@ async def start_background(memo: kopf.Memo, logger: Log, **_: Any) -> None:
         loop.create_task(_resync(logger)),
         loop.create_task(_write_statuses(logger)),
         loop.create_task(TIMERS.loop()),
+        loop.create_task(ROLLOUTS.loop()),
         loop.create_task(HEARTBEAT.loop()),
     ]
 
@@ -305,23 +338,21 @@ async def _resync(logger: Log) -> None:
 
 def _resync_once(logger: Log) -> None:
     for namespace in SETTINGS.list_scopes():
-        for plural, kind, module in (
-            ("modelversions", "ModelVersion", modelversion),
-            (modeldeployment.PLURAL, "ModelDeployment", modeldeployment),
+        for plural, kind in (
+            (modelversion.PLURAL, "ModelVersion"),
+            (modeldeployment.PLURAL, "ModelDeployment"),
         ):
             for obj in kube.list_custom(plural, namespace):
                 meta = obj["metadata"]
                 if not SETTINGS.watches(meta["namespace"]):
                     continue
-                # ModelDeployments lock themselves (modeldeployment.reconcile).
-                lock = (
-                    kube.object_lock(meta["namespace"], f"modelversions/{meta['name']}")
-                    if module is modelversion
-                    else contextlib.nullcontext()
-                )
                 try:
-                    with lock, reconciling(kind):
-                        module.reconcile(obj, SETTINGS, reporter(obj, logger))
+                    if plural == modelversion.PLURAL:
+                        lock = kube.object_lock(meta["namespace"], f"{plural}/{meta['name']}")
+                        with lock, reconciling(kind):
+                            modelversion.reconcile(obj, SETTINGS, reporter(obj, logger))
+                    else:
+                        _model_deployment(obj, logger)  # it takes the object's lock
                 except Exception:
                     logger.exception(
                         "resync of %s %s/%s failed", kind, meta["namespace"], meta["name"]

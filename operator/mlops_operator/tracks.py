@@ -15,14 +15,13 @@ from mlops_operator.api.modeldeployment import (
     ModelDeploymentStatus,
     Tracks,
     TrackStatus,
-    TrafficStatus,
 )
 from mlops_operator.builders import (
     Owner,
     RenderConfig,
     ResolvedVersion,
+    entry_url,
     replicas_of,
-    service_url,
 )
 from mlops_operator.conditions import condition, merge
 
@@ -88,11 +87,10 @@ def track_state(deployment: Object | None, version: TrackVersion, desired: int) 
 def desired_replicas(
     spec: ModelDeploymentSpec, deployment: Object | None, config: RenderConfig
 ) -> int:
-    """Replicas a track should have; with autoscaling, what the HPA has set if more."""
-    replicas = replicas_of(spec, config)
-    if spec.autoscaling is not None and deployment is not None:
-        replicas = max(int(deployment.get("spec", {}).get("replicas") or replicas), replicas)
-    return replicas
+    """Replicas a track should have: what its Deployment asks for (sized by the
+    operator to the track's share, or set by the HPA)."""
+    asked = (deployment or {}).get("spec", {}).get("replicas")
+    return int(asked) if asked is not None else replicas_of(spec, config)
 
 
 def build_status(
@@ -104,7 +102,9 @@ def build_status(
     ignored: Object,
 ) -> tuple[Object, bool, str]:
     """The status that the tracks' Deployments imply, whether every track is ready,
-    and why (or why not). `ignored` is the FieldsIgnored condition."""
+    and why (or why not). `ignored` is the FieldsIgnored condition. A canary's rollout
+    (recorded in status.canary by the reconcile) sets the phase while it runs or after
+    it was rolled back; the reconcile writes status.traffic, not this."""
     meta = mdep["metadata"]
     generation = meta.get("generation")
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
@@ -119,13 +119,16 @@ def build_status(
     )
     wanted = sum(s.status.replicas for s in states.values())
     serving = sum(s.status.ready_replicas for s in states.values())
+    phase = "Ready" if ready else "Degraded" if stalled else "Progressing"
+    canary = (mdep.get("status") or {}).get("canary") or {}
+    if spec.canary is not None and canary.get("phase") in ("Progressing", "Paused", "RolledBack"):
+        phase = "Degraded" if stalled else canary["phase"]
     status = ModelDeploymentStatus(
-        phase="Ready" if ready else "Degraded" if stalled else "Progressing",
+        phase=phase,
         observed_generation=generation,
         tracks=Tracks.model_validate({track: s.status for track, s in states.items()}),
         ready=f"{serving}/{wanted}",
-        traffic=TrafficStatus(stable_weight=100, canary_weight=0, mirror_percent=0),
-        url=service_url(owner, "stable", config),
+        url=entry_url(owner, config),
         conditions=merge(
             (mdep.get("status") or {}).get("conditions"),
             [
@@ -145,7 +148,27 @@ def build_status(
                     generation,
                 ),
                 ignored,
+                *split_condition(spec, mdep.get("status") or {}, generation),
             ],
         ),
     )
     return status.model_dump(by_alias=True, exclude_none=True, mode="json"), ready, why
+
+
+def split_condition(
+    spec: ModelDeploymentSpec, status: Object, generation: int | None
+) -> list[Object]:
+    """In mode replicas, whether the split the pods achieve (status.traffic, written by
+    the reconcile) is the weight the rollout asked for (status.canary.weight)."""
+    canary = status.get("canary") or {}
+    if spec.traffic.mode != "replicas" or canary.get("phase") not in ("Progressing", "Paused"):
+        return []
+    asked = int(canary.get("weight") or 0)
+    achieved = int((status.get("traffic") or {}).get("canaryWeight") or 0)
+    if asked == achieved:
+        return [condition("TrafficSplit", True, "AsAsked", f"canary {asked}%", generation)]
+    message = (
+        f"asked {asked}% for the canary, its share of Ready pods is {achieved}%: "
+        "mode replicas splits by pods"
+    )
+    return [condition("TrafficSplit", False, "Approximated", message, generation)]

@@ -108,9 +108,13 @@ def ready(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
 def test_fields_not_implemented_yet_are_said_to_be_ignored(
     cluster: Cluster, namespace: str, operator: Operator, bundles: dict[str, tuple[Path, str]]
 ) -> None:
-    create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
-    canary = {"version": "2", "steps": [{"setWeight": 20}]}
-    body = model_deployment("iris", canary=canary, traffic={"mode": "replicas"})
+    for number in ("1", "2"):
+        create(cluster, namespace, "modelversions", model_version(number, bundles[number]))
+    analysis = {
+        "thresholds": {"errorRate": 0.1},
+        "source": {"type": "prometheus", "url": "http://prometheus.monitoring:9090"},
+    }
+    body = model_deployment("iris", canary={"version": "2", "analysis": analysis})
     create(cluster, namespace, "modeldeployments", body)
 
     def said() -> dict[str, Any] | None:
@@ -120,7 +124,7 @@ def test_fields_not_implemented_yet_are_said_to_be_ignored(
     ignored = wait_until(said, "the FieldsIgnored condition", timeout=60)
     assert ignored["reason"] == "NotImplemented"
     assert ignored["message"] == (
-        "spec.canary, spec.traffic: not implemented yet, ignored; only the stable track is served"
+        "spec.canary.analysis.source.type prometheus (pods is read): not implemented yet, ignored"
     )
 
 
@@ -190,7 +194,7 @@ def test_model_deployed_and_ready(
     }
     assert status["ready"] == "2/2"
     assert status["observedGeneration"] == mdep["metadata"]["generation"]
-    assert status["url"] == f"http://iris-stable.{namespace}.svc.cluster.local"
+    assert status["url"] == f"http://iris.{namespace}.svc.cluster.local"
     waited = cluster.kubectl(
         "wait", "--for=condition=Ready", "mdep/iris", "-n", namespace, "--timeout=30s"
     )
@@ -316,13 +320,15 @@ def test_edited_and_deleted_children_are_restored(
     uid = core.read_namespaced_service("iris-stable", namespace).metadata.uid
     core.delete_namespaced_service("iris-stable", namespace)
     wait_until(
-        lambda: any(s.metadata.uid != uid for s in core.list_namespaced_service(namespace).items),
+        lambda: any(
+            s.metadata.name == "iris-stable" and s.metadata.uid != uid
+            for s in core.list_namespaced_service(namespace).items
+        ),
         "the deleted Service to be recreated",
         timeout=60,
     )
-    assert [s.metadata.name for s in core.list_namespaced_service(namespace).items] == [
-        "iris-stable"
-    ]
+    names = sorted(str(s.metadata.name) for s in core.list_namespaced_service(namespace).items)
+    assert names == ["iris", "iris-stable"]  # the entry Service and the track's
     assert len(apps.list_namespaced_deployment(namespace).items) == 1
 
 

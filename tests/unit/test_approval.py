@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from mlops_operator import approval
-from mlops_operator.kubectl_plugin import PluginError, annotations, model_version_name, parse
+from mlops_operator.kubectl_plugin import (
+    DEPLOYMENT_KINDS,
+    PluginError,
+    annotations,
+    object_name,
+    parse,
+)
 
 PINNED = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64
@@ -101,12 +107,12 @@ def test_in_force(policy: Any, binding: Any, enforced: bool) -> None:
         ("mv/", None),
     ],
 )
-def test_model_version_name(ref: str, name: str | None) -> None:
+def test_object_name(ref: str, name: str | None) -> None:
     if name is None:
         with pytest.raises(PluginError, match="not a ModelVersion"):
-            model_version_name(ref)
+            object_name(ref)
     else:
-        assert model_version_name(ref) == name
+        assert object_name(ref) == name
 
 
 @pytest.mark.parametrize(
@@ -151,3 +157,21 @@ def test_plugin_annotations(action: str, arguments: list[str]) -> None:
 )
 def test_plugin_flags_may_come_anywhere(argv: list[str], ref: str, flags: list[str]) -> None:
     assert parse(argv) == ("approve", ref, flags)
+
+
+@pytest.mark.parametrize(
+    ("ref", "name"),
+    [
+        ("mdep/iris", "iris"),
+        ("modeldeployments.mlops.dev/iris", "iris"),
+        ("iris", "iris"),
+        ("mv/iris", None),
+    ],
+)
+def test_rollout_commands_name_a_model_deployment(ref: str, name: str | None) -> None:
+    assert parse(["promote", ref, "-n", "models"]) == ("promote", ref, ["--namespace=models"])
+    if name is None:
+        with pytest.raises(PluginError, match="not a ModelDeployment: write mdep/NAME"):
+            object_name(ref, DEPLOYMENT_KINDS)
+    else:
+        assert object_name(ref, DEPLOYMENT_KINDS) == name

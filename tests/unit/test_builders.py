@@ -19,9 +19,14 @@ from mlops_operator.builders import (
     RenderConfig,
     ResolvedVersion,
     child_name,
+    entry_url,
+    render_entry,
+    render_router,
     render_track,
-    service_url,
+    selector_labels,
+    serving_selector,
 )
+from mlops_serving.routing import TABLE_KEY, Backend, RoutingTable, parse, render
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 OWNER = Owner("iris", "models", "0b1f9d1e-4c0a-4f7e-9a57-2d5c3b8e6f10")
@@ -222,8 +227,10 @@ def test_long_names_that_share_a_prefix_stay_distinct() -> None:
     assert first[:40] == second[:40]  # the cut keeps the readable prefix
 
 
-def test_service_url() -> None:
-    assert service_url(OWNER, "stable", CONFIG) == "http://iris-stable.models.svc.cluster.local"
+def test_entry_url_is_the_owner_name_where_that_is_a_service_name() -> None:
+    assert entry_url(OWNER, CONFIG) == "http://iris.models.svc.cluster.local"
+    dotted = Owner("iris.v2", "models", "uid")
+    assert entry_url(dotted, CONFIG) == "http://iris.v2-entry.models.svc.cluster.local"
 
 
 def test_a_serving_container_without_resources_gets_the_default_requests() -> None:
@@ -239,3 +246,79 @@ def test_a_serving_container_without_resources_gets_the_default_requests() -> No
 
     assert resources(bare) == {"requests": {"cpu": "250m", "memory": "1Gi"}}  # not BestEffort
     assert resources(sized) == {"limits": {"cpu": "2"}}  # the user's, untouched
+
+
+def test_router_snapshot_and_its_least_privilege() -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {"model": "iris", "stable": {"version": "3"}, "canary": {"version": "4"}, "replicas": 3}
+    )
+    table = render(
+        RoutingTable(
+            canary_weight=20, backends={"stable": Backend("iris-stable", "http://10.96.0.9:80")}
+        )
+    )
+    children = render_router(spec, OWNER, table, CONFIG)
+    snapshot("router", children)
+    config_map, account, role, binding, deployment = children
+    assert parse(config_map["data"][TABLE_KEY]).canary_weight == 20
+    # It may read its own table by name, and EndpointSlices; nothing else.
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["iris-router"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["get", "list", "watch"],
+        },
+    ]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "models"}
+    ]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "iris-router"
+    assert pod["containers"][0]["args"] == ["router"]
+
+
+@pytest.mark.parametrize(
+    ("share", "replicas", "hpa"),
+    [(100, 3, (2, 8)), (20, 1, (1, 2)), (50, 2, (1, 4)), (0, 1, (1, 1))],
+)
+def test_a_track_is_sized_to_its_share_of_traffic(
+    share: int, replicas: int, hpa: tuple[int, int]
+) -> None:
+    fixed = ModelDeploymentSpec.model_validate(
+        {"model": "iris", "stable": {"version": "3"}, "replicas": 3}
+    )
+    deployment = render_track(fixed, OWNER, "canary", VERSION, CONFIG, share=share)[0]
+    assert deployment["spec"]["replicas"] == replicas
+    scaled = ModelDeploymentSpec.model_validate(
+        {
+            "model": "iris",
+            "stable": {"version": "3"},
+            "autoscaling": {"minReplicas": 2, "maxReplicas": 8},
+        }
+    )
+    autoscaler = next(
+        c
+        for c in render_track(scaled, OWNER, "canary", VERSION, CONFIG, share=share)
+        if c["kind"] == "HorizontalPodAutoscaler"
+    )
+    assert (autoscaler["spec"]["minReplicas"], autoscaler["spec"]["maxReplicas"]) == hpa
+
+
+def test_the_entry_service_selects_what_it_is_told() -> None:
+    entry = render_entry(OWNER, selector_labels(OWNER, "router"))
+    assert entry["metadata"]["name"] == "iris"
+    assert entry["spec"]["selector"] == {
+        "mlops.dev/deployment": "iris",
+        "mlops.dev/track": "router",
+    }
+    both = render_entry(OWNER, serving_selector(OWNER))
+    assert both["spec"]["selector"] == {
+        "mlops.dev/deployment": "iris",
+        "app.kubernetes.io/name": "mlops-serving",
+    }

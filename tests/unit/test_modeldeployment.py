@@ -16,14 +16,23 @@ STABLE = {"model": "iris", "stable": {"version": "1"}}
     [
         ({}, []),
         ({"replicas": 3, "serving": {"capture": {"sampleRate": 0.5}}}, []),
-        ({"canary": {"version": "2"}}, ["spec.canary"]),
-        ({"mirror": {"version": "2", "percent": 10}}, ["spec.mirror"]),
+        ({"canary": {"version": "2"}}, []),
+        ({"mirror": {"version": "2", "percent": 10}}, []),
         ({"traffic": {"mode": "router"}}, []),  # the default, spelled out
-        ({"traffic": {"mode": "gatewayAPI"}}, ["spec.traffic"]),
-        ({"traffic": {"stickyKey": "x-user"}}, ["spec.traffic"]),
+        ({"traffic": {"mode": "replicas"}}, []),
+        ({"traffic": {"mode": "gatewayAPI", "gateway": {"name": "web"}}}, []),
+        ({"traffic": {"stickyKey": "x-user"}}, []),
         (
-            {"canary": {"alias": "challenger"}, "mirror": {"version": "3"}},
-            ["spec.canary", "spec.mirror"],
+            {
+                "canary": {
+                    "version": "2",
+                    "analysis": {
+                        "thresholds": {"errorRate": 0.1, "predictionDrift": 0.2},
+                        "source": {"type": "prometheus", "url": "http://prometheus:9090"},
+                    },
+                }
+            },
+            ["spec.canary.analysis.source.type prometheus (pods is read)"],
         ),
     ],
 )

@@ -7,7 +7,7 @@ import pytest
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from mlops_operator.builders import RenderConfig
 from mlops_operator.conditions import condition
-from mlops_operator.tracks import TrackVersion, build_status, track_state
+from mlops_operator.tracks import TrackVersion, build_status, split_condition, track_state
 
 V1 = TrackVersion("iris-1", "1", "sha256:" + "a" * 64)
 V2 = TrackVersion("iris-2", "2", None)
@@ -113,13 +113,42 @@ def test_build_status(
     assert set(status["tracks"]) == set(tracks)
     assert status["tracks"]["stable"]["digest"] == V1.digest
     assert "digest" not in status["tracks"].get("canary", {})  # unknown, so absent
-    assert status["url"] == "http://iris-stable.models.svc.cluster.local"
+    assert status["url"] == "http://iris.models.svc.cluster.local"  # the entry Service
     assert status["observedGeneration"] == 3
     by_type = {c["type"]: c for c in status["conditions"]}
     assert by_type["Ready"]["status"] == ("True" if ready else "False")
     assert by_type["Degraded"]["status"] == ("True" if phase == "Degraded" else "False")
     assert by_type["FieldsIgnored"]["reason"] == "AllFieldsServed"
     ModelDeploymentStatus.model_validate(status)  # what the CRD's schema will take
+
+
+CANARY_SPEC = ModelDeploymentSpec.model_validate(
+    {"model": "iris", "stable": {"version": "1"}, "canary": {"version": "2"}, "replicas": 2}
+)
+
+
+@pytest.mark.parametrize(
+    ("spec", "rollout", "stalled", "phase"),
+    [
+        (CANARY_SPEC, "Progressing", False, "Progressing"),  # ready pods, rollout not done
+        (CANARY_SPEC, "Paused", False, "Paused"),
+        (CANARY_SPEC, "RolledBack", False, "RolledBack"),
+        (CANARY_SPEC, "Promoted", False, "Ready"),
+        (CANARY_SPEC, "Paused", True, "Degraded"),  # a stalled track outranks the rollout
+        (SPEC, "RolledBack", False, "Ready"),  # the canary left the spec
+    ],
+)
+def test_a_rollout_sets_the_phase_while_it_runs_or_after_a_rollback(
+    spec: ModelDeploymentSpec, rollout: str, stalled: bool, phase: str
+) -> None:
+    status, _, _ = build_status(
+        owner({"canary": {"phase": rollout}}),
+        spec=spec,
+        tracks={"stable": (V1, deployment(stalled=stalled))},
+        config=CONFIG,
+        ignored=IGNORED,
+    )
+    assert status["phase"] == phase
 
 
 def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
@@ -164,3 +193,49 @@ def test_recorded_version(
     status: dict[str, Any] | None, track: str, recorded: TrackVersion | None
 ) -> None:
     assert TrackVersion.recorded(status, track) == recorded
+
+
+REPLICAS_SPEC = ModelDeploymentSpec.model_validate(
+    {
+        "model": "iris",
+        "stable": {"version": "1"},
+        "canary": {"version": "2"},
+        "traffic": {"mode": "replicas"},
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "expected"),
+    [
+        (
+            REPLICAS_SPEC,
+            {"canary": {"phase": "Progressing", "weight": 25}, "traffic": {"canaryWeight": 25}},
+            ("True", "AsAsked"),
+        ),
+        (
+            REPLICAS_SPEC,
+            {"canary": {"phase": "Progressing", "weight": 30}, "traffic": {"canaryWeight": 40}},
+            ("False", "Approximated"),
+        ),
+        (
+            REPLICAS_SPEC,
+            {"canary": {"phase": "RolledBack", "weight": 0}, "traffic": {"canaryWeight": 0}},
+            None,
+        ),
+        (
+            CANARY_SPEC,
+            {"canary": {"phase": "Progressing", "weight": 30}, "traffic": {"canaryWeight": 30}},
+            None,
+        ),
+    ],
+)
+def test_mode_replicas_says_when_the_pods_cannot_give_the_weight_asked(
+    spec: ModelDeploymentSpec, status: dict[str, Any], expected: tuple[str, str] | None
+) -> None:
+    found = split_condition(spec, status, 1)
+    assert [(c["status"], c["reason"]) for c in found] == ([expected] if expected else [])
+    if expected == ("False", "Approximated"):
+        assert found[0]["message"].startswith(
+            "asked 30% for the canary, its share of Ready pods is 40%"
+        )

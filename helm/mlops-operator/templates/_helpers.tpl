@@ -49,13 +49,26 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-# DriftMonitor retraining: a Job and the ConfigMap with its report, created once.
+# The canary router: its routing table (a ConfigMap; DriftMonitor retraining reports
+# are ConfigMaps too), its own identity, and the right to read its table and the
+# EndpointSlices, which the operator must hold itself to grant.
+- apiGroups: [""]
+  resources: [configmaps, serviceaccounts]
+  verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+# Traffic mode gatewayAPI: the weighted HTTPRoute.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, list, watch, create, update, patch, delete]
+# DriftMonitor retraining: a Job, created once.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [list, create]
-- apiGroups: [""]
-  resources: [configmaps]
-  verbs: [create]
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]

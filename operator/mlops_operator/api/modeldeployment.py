@@ -84,7 +84,10 @@ class Thresholds(ApiModel):
     latency_p99_ms: Annotated[float, Field(gt=0)] | None = None
     """Highest tolerated p99 latency, in milliseconds."""
     prediction_drift: Annotated[float, Field(ge=0)] | None = None
-    """Highest tolerated PSI between the canary's and the stable track's predictions."""
+    """Highest tolerated PSI between the canary's and the stable track's predictions,
+    as both captured them since the last measurement. Versions must bin predictions
+    alike (classifiers with the same classes); otherwise the measurement is
+    Inconclusive."""
 
 
 class MetricsSource(ApiModel):
@@ -96,7 +99,8 @@ class MetricsSource(ApiModel):
 
     type: Literal["pods", "prometheus", "url"] = "pods"
     """pods: scrape the track's pods; prometheus: query a Prometheus server;
-    url: read a metrics endpoint."""
+    url: read a metrics endpoint. Only pods is implemented yet: the others are read as
+    pods (condition FieldsIgnored)."""
     url: HttpUrl | None = None
     """Prometheus base URL, or the metrics endpoint."""
 
@@ -337,14 +341,12 @@ class ModelDeploymentSpec(ApiModel):
     stable: ModelRef
     """The version serving most traffic."""
     canary: Canary | None = None
-    """A version being rolled out. Not implemented yet: validated, then ignored (condition
-    FieldsIgnored)."""
+    """A version being rolled out by steps, judged by analysis, promoted or rolled back
+    (status.canary)."""
     mirror: Mirror | None = None
-    """A version receiving a copy of traffic. Not implemented yet: validated, then ignored
-    (condition FieldsIgnored)."""
+    """A version receiving a copy of traffic; its answers are discarded."""
     traffic: Traffic = Traffic()
-    """Traffic splitting. Not implemented yet: validated, then ignored (condition
-    FieldsIgnored); the stable track's Service takes all traffic."""
+    """How requests reach the tracks: the router, replica counts, or an HTTPRoute."""
     replicas: Annotated[int, Field(ge=0, le=1000)] | None = None
     """Fixed replicas per track (default 1); exclusive with autoscaling."""
     autoscaling: Autoscaling | None = None
@@ -439,6 +441,9 @@ class CanaryStatus(ApiModel):
     """Failed measurements so far in this rollout."""
     message: LongText | None = None
     """Why the rollout is where it is."""
+    command: ShortText | None = None
+    """The value of the mlops.dev/rollout annotation last acted on: a command is acted
+    on once, when the annotation changes."""
 
 
 class ModelDeploymentStatus(ApiModel):
