@@ -45,18 +45,19 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
     }
 )
+"""Headers that belong to one connection (or that the router sets itself)."""
 TRACKS = ("stable", "canary", "mirror")
 UNREACHED = (502, 504)
 """The statuses the router answers itself when a track cannot be reached in time."""
@@ -199,6 +200,8 @@ class Router:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._file_text: str | None = None
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+        self._mirror_timeout = aiohttp.ClientTimeout(total=settings.mirror_timeout_seconds)
 
     def apply(self, text: str, source: str) -> bool:
         """Put a table in force; a table that cannot be used leaves the old one."""
@@ -279,7 +282,9 @@ class Router:
             await _json(send, 413, {"error": f"body over {self.settings.max_body_bytes} bytes"})
             return
         headers = {
-            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name not in HOP_BY_HOP
         }
         table = self.table
         if table is None:
@@ -293,11 +298,10 @@ class Router:
         target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
         if scope["query_string"]:
             target += "?" + scope["query_string"].decode("latin-1")
-        forward = {k: v for k, v in headers.items() if k not in HOP_BY_HOP}
         if table.mirror_percent and "mirror" in table.backends and mirrored(table, self.rng):
-            self._mirror(scope["method"], target, forward, body)
+            self._mirror(scope["method"], target, headers, body)
         status, reply_headers, content = await self._send(
-            scope["method"], base, target, forward, body, timeout=self.settings.timeout_seconds
+            scope["method"], base, target, headers, body, timeout=self._timeout
         )
         reply_headers += [
             (b"content-length", str(len(content)).encode()),
@@ -316,7 +320,7 @@ class Router:
         headers: dict[str, str],
         body: bytes,
         *,
-        timeout: float,
+        timeout: aiohttp.ClientTimeout,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         assert self._session is not None  # noqa: S101 - set by the lifespan's startup
         self.in_flight[base] = self.in_flight.get(base, 0) + 1
@@ -326,17 +330,13 @@ class Router:
                 base + target,
                 headers=headers,
                 data=body or None,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=timeout,
             ) as response:
                 content = await response.read()
-                reply = [
-                    (k.encode("latin-1"), v.encode("latin-1"))
-                    for k, v in response.headers.items()
-                    if k.lower() not in HOP_BY_HOP
-                ]
+                reply = [(k, v) for k, v in response.raw_headers if k.lower() not in HOP_BY_HOP]
                 return response.status, reply, content
         except TimeoutError:
-            return _error(504, f"the track did not answer within {timeout}s")
+            return _error(504, f"the track did not answer within {timeout.total}s")
         except aiohttp.ClientError as error:
             return _error(502, f"the track could not be reached: {error}")
         finally:
@@ -359,7 +359,7 @@ class Router:
         if base is None:
             return
         status, _, _ = await self._send(
-            method, base, target, headers, body, timeout=self.settings.mirror_timeout_seconds
+            method, base, target, headers, body, timeout=self._mirror_timeout
         )
         self.metrics.mirror.labels("failed" if status in UNREACHED else "sent").inc()
 
@@ -379,6 +379,9 @@ class Router:
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            # One session carries every caller's requests: a cookie one caller got must
+            # never ride along on another's.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._read_file()
         loop = asyncio.get_running_loop()

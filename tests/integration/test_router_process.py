@@ -35,6 +35,7 @@ class Track:
     name: str
     delay: float = 0.0
     bodies: list[bytes] = field(default_factory=list)
+    cookies: list[str | None] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -57,8 +58,10 @@ def serve(track: Track) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             time.sleep(track.delay)
             track.bodies.append(body)
+            track.cookies.append(self.headers.get("Cookie"))
             reply = json.dumps({"track": track.name, "path": self.path}).encode()
             self.send_response(200)
+            self.send_header("Set-Cookie", f"session={len(track.bodies)}")
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
@@ -259,3 +262,20 @@ def test_bad_tables_bodies_and_backends_get_clear_answers(
     assert (status, track) == (502, "canary")
     assert "could not be reached" in json.loads(body)["error"]
     assert router.process.poll() is None
+
+
+def test_a_cookie_one_caller_got_never_reaches_another(
+    router: Router, tracks: dict[str, Track]
+) -> None:
+    # By a name, not an address: cookie jars keep no cookies for bare IP addresses.
+    by_name = Backend("iris-stable", tracks["stable"].url.replace("127.0.0.1", "localhost"))
+    table = RoutingTable(canary_weight=1, backends={"stable": by_name, "canary": by_name})
+    router.write(render(table))
+    wait_until(lambda: '"canaryWeight": 1' in router.get("/router/table"), "the new table")
+    first = router.post()
+    second = router.post(headers={"Cookie": "session=mine"})
+    third = router.post()
+    assert [answer[0] for answer in (first, second, third)] == [200, 200, 200]
+    # The backend set a cookie on every answer; the router passed on only what each
+    # caller sent itself.
+    assert tracks["stable"].cookies == [None, "session=mine", None]
