@@ -384,7 +384,9 @@ def _report_moves(
         now.weight,
     ):
         return
-    message = f"canary {now.phase.lower()}, weight {now.weight}%: {now.message or ''}".rstrip(": ")
+    said = {"Progressing": "progressing", "Paused": "paused", "Promoted": "promoted"}
+    done = said.get(now.phase, "rolled back")
+    message = f"canary {done}, weight {now.weight}%: {now.message or ''}".rstrip(": ")
     if now.phase == "RolledBack":
         report.warning("RolledBack", message)
     else:
