@@ -149,10 +149,23 @@ def build_status(
                 ),
                 ignored,
                 *split_condition(spec, mdep.get("status") or {}, generation),
+                *rollout_condition(spec, mdep.get("status") or {}, generation),
             ],
         ),
     )
     return status.model_dump(by_alias=True, exclude_none=True, mode="json"), ready, why
+
+
+def rollout_condition(
+    spec: ModelDeploymentSpec, status: Object, generation: int | None
+) -> list[Object]:
+    """While a canary is set, where its rollout stands: False once rolled back, with
+    the reason (a failed metric names its value and threshold)."""
+    canary = status.get("canary") or {}
+    if spec.canary is None or not canary.get("phase"):
+        return []
+    phase, message = canary["phase"], canary.get("message") or ""
+    return [condition("CanaryHealthy", phase != "RolledBack", phase, message, generation)]
 
 
 def split_condition(

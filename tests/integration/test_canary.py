@@ -262,12 +262,17 @@ def test_a_failing_canary_is_rolled_back_and_stays_rolled_back(
     )
     assert found, status["message"]
     assert 0.15 < float(found[1]) < 0.5, status["message"]
-    wait_until(
+    mdep = wait_until(
         lambda: (
-            get(cluster, "modeldeployments", namespace, "iris")["status"]["phase"] == "RolledBack"
+            (m := get(cluster, "modeldeployments", namespace, "iris"))["status"]["phase"]
+            == "RolledBack"
+            and m
         ),
         "the phase RolledBack",
     )
+    healthy = condition(mdep, "CanaryHealthy")
+    assert (healthy["status"], healthy["reason"]) == ("False", "RolledBack")
+    assert healthy["message"] == status["message"]
     events = cluster.kubectl(
         "get", "events", "-n", namespace, "--field-selector", "reason=RolledBack", "-o", "json"
     ).stdout

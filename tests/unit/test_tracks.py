@@ -7,7 +7,13 @@ import pytest
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from mlops_operator.builders import RenderConfig
 from mlops_operator.conditions import condition
-from mlops_operator.tracks import TrackVersion, build_status, split_condition, track_state
+from mlops_operator.tracks import (
+    TrackVersion,
+    build_status,
+    rollout_condition,
+    split_condition,
+    track_state,
+)
 
 V1 = TrackVersion("iris-1", "1", "sha256:" + "a" * 64)
 V2 = TrackVersion("iris-2", "2", None)
@@ -239,3 +245,29 @@ def test_mode_replicas_says_when_the_pods_cannot_give_the_weight_asked(
         assert found[0]["message"].startswith(
             "asked 30% for the canary, its share of Ready pods is 40%"
         )
+
+
+@pytest.mark.parametrize(
+    ("spec", "canary", "expected"),
+    [
+        (CANARY_SPEC, {"phase": "Progressing", "message": "step 1 of 2"}, ("True", "Progressing")),
+        (CANARY_SPEC, {"phase": "Promoted", "message": "every step passed"}, ("True", "Promoted")),
+        (
+            CANARY_SPEC,
+            {
+                "phase": "RolledBack",
+                "message": "analysis failed: errorRate was 0.3, over its threshold 0.1",
+            },
+            ("False", "RolledBack"),
+        ),
+        (SPEC, {"phase": "RolledBack", "message": "old"}, None),  # no canary in the spec
+        (CANARY_SPEC, {}, None),  # not started
+    ],
+)
+def test_the_canary_condition_names_why_it_was_rolled_back(
+    spec: ModelDeploymentSpec, canary: dict[str, Any], expected: tuple[str, str] | None
+) -> None:
+    found = rollout_condition(spec, {"canary": canary}, 1)
+    assert [(c["status"], c["reason"]) for c in found] == ([expected] if expected else [])
+    if found:
+        assert found[0]["message"] == canary["message"]
