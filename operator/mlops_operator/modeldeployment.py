@@ -363,13 +363,16 @@ def _report_moves(
     decision: rollout.Decision | None,
     report: Reporter,
 ) -> None:
-    """Events for what a person watching should know: a new version on a track (one
-    that neither its Deployment ran nor the status recorded), a rollout's step, its
-    end."""
+    """Events for what a person watching should know: a track that moves to another
+    version (one that neither its Deployment ran nor the status recorded), a rollout's
+    step, its end."""
     status = mdep.get("status") or {}
     for track, (version, _) in planned.tracks.items():
         recorded = ((status.get("tracks") or {}).get(track) or {}).get("modelVersion")
-        if version.object_name not in (recorded, running[track]):
+        before = recorded or running[track]
+        # A first rollout says nothing: its object was just created, and an Event per
+        # new ModelDeployment is an API request on the reconcile's critical path.
+        if before is not None and version.object_name not in (recorded, running[track]):
             report.normal(
                 "RollingOut",
                 f"{track} track: ModelVersion {version.object_name} (version {version.version})",
