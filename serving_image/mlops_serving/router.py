@@ -37,6 +37,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .metrics import LATENCY_BUCKETS
 from .routing import TABLE_KEY, RoutingTable, TableError, choose_track, mirrored, parse
+from .upstream import Headers, Upstream, UpstreamError, UpstreamTimeoutError
 
 log = logging.getLogger("mlops_serving.router")
 Scope = dict[str, Any]
@@ -197,11 +198,9 @@ class Router:
         self.in_flight: dict[str, int] = {}
         self.metrics = RouterMetrics()
         self._mirrors: set[asyncio.Task[None]] = set()
-        self._session: aiohttp.ClientSession | None = None
+        self.upstream = Upstream()
         self._tasks: list[asyncio.Task[None]] = []
         self._file_text: str | None = None
-        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
-        self._mirror_timeout = aiohttp.ClientTimeout(total=settings.mirror_timeout_seconds)
 
     def apply(self, text: str, source: str) -> bool:
         """Put a table in force; a table that cannot be used leaves the old one."""
@@ -281,16 +280,17 @@ class Router:
         if body is None:
             await _json(send, 413, {"error": f"body over {self.settings.max_body_bytes} bytes"})
             return
-        headers = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in scope["headers"]
-            if name not in HOP_BY_HOP
-        }
+        headers = [(name, value) for name, value in scope["headers"] if name not in HOP_BY_HOP]
         table = self.table
         if table is None:
             await _json(send, 503, {"error": "no routing table yet"})
             return
-        track = choose_track(table, headers, self.rng)
+        named = (
+            {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
+            if table.header_routes or table.sticky_key
+            else {}
+        )
+        track = choose_track(table, named, self.rng)
         base = self.pick(track)
         if base is None:
             await _json(send, 503, {"error": f"track {track} has no backend in the table"})
@@ -301,7 +301,7 @@ class Router:
         if table.mirror_percent and "mirror" in table.backends and mirrored(table, self.rng):
             self._mirror(scope["method"], target, headers, body)
         status, reply_headers, content = await self._send(
-            scope["method"], base, target, headers, body, timeout=self._timeout
+            scope["method"], base, target, headers, body, timeout=self.settings.timeout_seconds
         )
         reply_headers += [
             (b"content-length", str(len(content)).encode()),
@@ -317,32 +317,25 @@ class Router:
         method: str,
         base: str,
         target: str,
-        headers: dict[str, str],
+        headers: Headers,
         body: bytes,
         *,
-        timeout: aiohttp.ClientTimeout,
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        assert self._session is not None  # noqa: S101 - set by the lifespan's startup
+        timeout: float,
+    ) -> tuple[int, Headers, bytes]:
         self.in_flight[base] = self.in_flight.get(base, 0) + 1
         try:
-            async with self._session.request(
-                method,
-                base + target,
-                headers=headers,
-                data=body or None,
-                timeout=timeout,
-            ) as response:
-                content = await response.read()
-                reply = [(k, v) for k, v in response.raw_headers if k.lower() not in HOP_BY_HOP]
-                return response.status, reply, content
-        except TimeoutError:
-            return _error(504, f"the track did not answer within {timeout.total}s")
-        except aiohttp.ClientError as error:
+            status, reply, content = await self.upstream.request(
+                method, base, target, headers, body, timeout=timeout
+            )
+        except UpstreamTimeoutError:
+            return _error(504, f"the track did not answer within {timeout:g}s")
+        except UpstreamError as error:
             return _error(502, f"the track could not be reached: {error}")
         finally:
             self.in_flight[base] -= 1
+        return status, [(k, v) for k, v in reply if k.lower() not in HOP_BY_HOP], content
 
-    def _mirror(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
+    def _mirror(self, method: str, target: str, headers: Headers, body: bytes) -> None:
         if len(self._mirrors) >= self.settings.mirror_in_flight:
             self.metrics.mirror.labels("dropped").inc()
             return
@@ -352,14 +345,12 @@ class Router:
         self._mirrors.add(task)
         task.add_done_callback(self._mirrors.discard)
 
-    async def _mirror_one(
-        self, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> None:
+    async def _mirror_one(self, method: str, target: str, headers: Headers, body: bytes) -> None:
         base = self.pick("mirror")
         if base is None:
             return
         status, _, _ = await self._send(
-            method, base, target, headers, body, timeout=self._mirror_timeout
+            method, base, target, headers, body, timeout=self.settings.mirror_timeout_seconds
         )
         self.metrics.mirror.labels("failed" if status in UNREACHED else "sent").inc()
 
@@ -375,14 +366,6 @@ class Router:
                 return
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            # One session carries every caller's requests: a cookie one caller got must
-            # never ride along on another's.
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
         self._read_file()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._poll_file()))
@@ -398,8 +381,7 @@ class Router:
     async def stop(self) -> None:
         for task in [*self._tasks, *self._mirrors]:
             task.cancel()
-        if self._session is not None:
-            await self._session.close()
+        self.upstream.close()
 
     def _configmaps_path(self) -> str:
         return (
