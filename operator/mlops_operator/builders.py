@@ -212,6 +212,8 @@ def _serving_env(
             "value": str(spec.serving.capture.sample_rate),
         },
     ]
+    if spec.serving.capture.metrics:
+        env.append({"name": "MLOPS_SERVING_CAPTURE_METRICS", "value": "true"})
     if version.digest:
         env.insert(1, {"name": "MLOPS_SERVING_MODEL_DIGEST", "value": version.digest})
     if spec.serving.batching is not None:

@@ -10,7 +10,9 @@ start a second one.
 
 import hashlib
 import hmac
+import io
 import json
+import math
 import threading
 import time
 import urllib.error
@@ -22,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mlops_operator import kube
+from mlops_operator import kube, promql
 from mlops_operator.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, Retrain
 from mlops_operator.builders import child_name
 from mlops_operator.conditions import (
@@ -33,13 +35,23 @@ from mlops_operator.conditions import (
     seconds,
     stamp_of,
 )
-from mlops_operator.constants import API_VERSION, GROUP, LABEL_DEPLOYMENT, LABEL_TRACK, SERVING_PORT
+from mlops_operator.constants import (
+    ANNOTATION_ROLLOUT,
+    API_VERSION,
+    GROUP,
+    LABEL_DEPLOYMENT,
+    LABEL_TRACK,
+    LABEL_VERSION,
+    SERVING_PORT,
+)
 from mlops_operator.drift import (
     DriftReport,
     FeatureDrift,
     FeatureTest,
+    Reference,
     Tests,
     detect_capture_drift,
+    detect_drift,
 )
 from mlops_operator.metrics import DRIFT
 from mlops_operator.settings import OperatorSettings
@@ -53,6 +65,8 @@ MAX_FEATURES = 256
 MAX_HISTORY = 48
 MAX_BODY = 256 << 20
 """Largest capture or profile answer read (a full hour of reservoirs is tens of MB)."""
+MAX_FILE = 64 << 20
+"""The largest CSV or Parquet file a monitor reads (source url)."""
 WEBHOOK_DELAYS = (0.0, 1.0, 2.0, 5.0, 10.0, 30.0)
 MIN_INTERVAL = 10.0
 """Shortest time between two runs of one monitor, whatever spec.interval says."""
@@ -86,19 +100,32 @@ class Window:
     capture: Mapping[str, Any]
 
 
-def _get_json(url: str, token: str | None, timeout: float) -> Any:
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - http(s) only, by the CRD
+def fetch(
+    url: str,
+    timeout: float,
+    *,
+    limit: int = MAX_BODY,
+    token: str | None = None,
+    accept: str | None = None,
+) -> bytes:
+    """The body of GET `url`, at most `limit` bytes; SourceError says why not."""
+    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})  # noqa: S310 - http(s) only, by the CRD
     if token:  # never forwarded on a redirect
         request.add_unredirected_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
-            body = answer.read(MAX_BODY + 1)
+            body: bytes = answer.read(limit + 1)
     except urllib.error.HTTPError as error:
         raise SourceError(f"GET {url}: HTTP {error.code}") from None
     except (OSError, ValueError) as error:
         raise SourceError(f"GET {url}: {error}") from None
-    if len(body) > MAX_BODY:
-        raise SourceError(f"GET {url}: answer larger than {MAX_BODY} bytes")
+    if len(body) > limit:
+        raise SourceError(f"GET {url}: answer larger than {limit} bytes")
+    return body
+
+
+def _get_json(url: str, token: str | None, timeout: float) -> Any:
+    body = fetch(url, timeout, token=token, accept="application/json")
     try:
         return json.loads(body)
     except ValueError:
@@ -130,6 +157,106 @@ def read_endpoint(base: str, since: float, token: str | None, timeout: float) ->
     return Window(read_profile(base, token, timeout), read_capture(base, since, token, timeout))
 
 
+def read_rows(url: str, form: str, timeout: float) -> Any:
+    """A CSV or Parquet file of rows, as a DataFrame; SourceError names the field."""
+    import pandas as pd  # noqa: PLC0415 - only file sources need it
+
+    try:
+        body = fetch(url, timeout, limit=MAX_FILE)
+    except SourceError as error:
+        raise SourceError(f"spec.source.url: {error}") from None
+    try:
+        if form == "parquet":
+            return pd.read_parquet(io.BytesIO(body))
+        return pd.read_csv(io.BytesIO(body))
+    except Exception as error:  # noqa: BLE001 - pandas and pyarrow raise many kinds
+        raise SourceError(f"spec.source.url: {url} is not a {form} file: {error}") from None
+
+
+def _track_addresses(
+    namespace: str,
+    deployment: str,
+    track: str,
+    may_dial: Callable[[str], bool],
+    version: str | None = None,
+) -> list[str]:
+    selector = f"{LABEL_DEPLOYMENT}={deployment},{LABEL_TRACK}={track}"
+    if version is not None:
+        selector += f",{LABEL_VERSION}={version}"
+    addresses = [a for a in kube.ready_pod_ips(namespace, selector) if may_dial(a)]
+    if not addresses:
+        raise SourceError(
+            f"no Ready pod of {deployment} (track {track}) in the allowed pod networks "
+            "to read capture from"
+        )
+    return addresses
+
+
+def read_track_profile(
+    namespace: str,
+    deployment: str,
+    track: str,
+    *,
+    token: str | None,
+    timeout: float,
+    may_dial: Callable[[str], bool],
+    version: str | None = None,
+    port: int = SERVING_PORT,
+) -> Profile:
+    """The reference profile one Ready pod of the track serves (of `version`, if given)."""
+    address = _track_addresses(namespace, deployment, track, may_dial, version)[0]
+    return read_profile(f"http://{address}:{port}", token, timeout)
+
+
+def read_prometheus(
+    base: str, selector: str, profile: Profile, *, duration: float, timeout: float
+) -> Mapping[str, Any]:
+    """The captured bin counts of the series `selector` picks, over the last `duration`
+    seconds, as one capture window: what the pods export on /metrics with
+    MLOPS_SERVING_CAPTURE_METRICS, scraped by Prometheus. Bin counts only: no raw rows
+    reach Prometheus, so numeric features take the binned tests."""
+    span = f"{max(math.ceil(duration), 1)}s"
+
+    def increase(metric: str, by: str) -> list[tuple[dict[str, str], float]]:
+        promql_text = f"sum by ({by}) (increase({metric}{{{selector}}}[{span}]))"
+        try:
+            return promql.query(base, promql_text, timeout)
+        except promql.QueryError as error:
+            raise SourceError(f"spec.source: {error}") from None
+
+    counts = {f.name: [0] * f.bins for f in profile.features}
+    found = increase("mlops_capture_bins_total", "feature, bin")
+    if not found:
+        raise SourceError(
+            f"spec.source: no mlops_capture_bins_total{{{selector}}} in {base}: the "
+            "ModelDeployment needs spec.serving.capture.metrics, and Prometheus must scrape "
+            "its pods"
+        )
+    for labels, value in found:
+        name, index = labels.get("feature", ""), int(labels.get("bin", "-1"))
+        if name not in counts or not 0 <= index < len(counts[name]):
+            raise SourceError(
+                f"spec.source: bin {index} of feature {name!r} is not in the profile: the "
+                f"series {{{selector}}} serve another model or version"
+            )
+        counts[name][index] = round(value)
+    prediction = [0] * (profile.prediction.bins if profile.prediction else 0)
+    for labels, value in increase("mlops_capture_prediction_bins_total", "bin"):
+        index = int(labels.get("bin", "-1"))
+        if 0 <= index < len(prediction):
+            prediction[index] = round(value)
+    rows = max((sum(c) for c in counts.values()), default=0)
+    window = {
+        "start": 0,
+        "rows": rows,
+        "seen": rows,
+        "features": counts,
+        "prediction": prediction,
+        "reservoir": [],
+    }
+    return {"features": list(counts), "windows": [window]}
+
+
 def read_pods(
     namespace: str,
     deployment: str,
@@ -145,13 +272,7 @@ def read_pods(
     whose IP `may_dial` (the setting pod_networks) are read. Mid-rollout, pods of two
     model versions bin on different edges: only the pods that serve the most common
     version are merged, and the profile is read from one of them."""
-    selector = f"{LABEL_DEPLOYMENT}={deployment},{LABEL_TRACK}={track}"
-    addresses = [a for a in kube.ready_pod_ips(namespace, selector) if may_dial(a)]
-    if not addresses:
-        raise SourceError(
-            f"no Ready pod of {deployment} (track {track}) in the allowed pod networks "
-            "to read capture from"
-        )
+    addresses = _track_addresses(namespace, deployment, track, may_dial)
     bases = [f"http://{address}:{port}" for address in addresses]
     captures = [read_capture(base, since, token, timeout) for base in bases]
     served = [(c.get("model"), c.get("version")) for c in captures]
@@ -204,8 +325,6 @@ def status_of(
             )
             + f"; share {report.drift_share:.2f}, threshold {spec.drift_share:.2f}"
         )
-    if spec.actions.pause_canary or spec.actions.rollback_canary:
-        message += "; pauseCanary and rollbackCanary are not implemented yet, and were ignored"
     status = DriftMonitorStatus.model_validate(
         {
             "lastRun": stamp,
@@ -332,6 +451,24 @@ def render_retrain_job(
     return job, config_map
 
 
+def canary_command(spec: DriftMonitorSpec, canary: Object, done: Object) -> str | None:
+    """The rollout command that dataset drift of the canary calls for (abort for
+    rollbackCanary, pause for pauseCanary): None unless that rollout still runs and
+    this monitor has not steered it yet. `canary` is the ModelDeployment's
+    status.canary, `done` this monitor's status.canaryAction."""
+    running: tuple[str, ...]
+    if spec.actions.rollback_canary:
+        command, running = "abort", ("Progressing", "Paused")
+    elif spec.actions.pause_canary:
+        command, running = "pause", ("Progressing",)
+    else:
+        return None
+    digest = canary.get("digest")
+    if canary.get("phase") not in running or not digest or done.get("digest") == digest:
+        return None
+    return command
+
+
 def job_outcome(job: Object) -> str:
     status = job.get("status") or {}
     for item in status.get("conditions") or []:
@@ -372,18 +509,7 @@ class Monitor:
             self._fail(previous, f"ModelDeployment {spec.deployment_ref.name} not found")
             return
         try:
-            window = self._read(spec, mdep, now - seconds(spec.window.duration))
-            report = detect_capture_drift(
-                window.profile,
-                window.capture,
-                tests=engine_tests(spec),
-                correction=spec.correction,
-                drift_share=spec.drift_share,
-                min_samples=spec.window.min_samples,
-                prediction_test=FeatureTest(
-                    spec.prediction_drift.method, spec.prediction_drift.threshold
-                ),
-            )
+            report = self._judge(spec, mdep, now)
         except (SourceError, ValueError) as error:
             self._fail(previous, str(error))
             return
@@ -395,6 +521,9 @@ class Monitor:
         )
         if previous.get("retrain"):
             status["retrain"] = previous["retrain"]
+        steered = self._steer_canary(spec, mdep, previous, report, now)
+        if steered or previous.get("canaryAction"):
+            status["canaryAction"] = steered or previous["canaryAction"]
         was = _drift_state(previous)
         if report.dataset_drift and spec.actions.retrain is not None:
             started = self._retrain(spec, status, mdep, report, now)
@@ -407,6 +536,41 @@ class Monitor:
         # is news to nobody.
         if report.dataset_drift is not None and report.dataset_drift != bool(was):
             self._announce(spec, report, status, drifted=report.dataset_drift)
+
+    def _judge(self, spec: DriftMonitorSpec, mdep: Object, now: float) -> DriftReport:
+        prediction_test = FeatureTest(spec.prediction_drift.method, spec.prediction_drift.threshold)
+        if spec.source.type == "url" and spec.source.format is not None:
+            assert spec.source.url is not None  # noqa: S101 - the CRD requires it
+            profile = read_track_profile(
+                self.namespace,
+                spec.deployment_ref.name,
+                spec.track,
+                token=self._token(mdep),
+                timeout=self.settings.request_timeout,
+                may_dial=self.settings.may_dial,
+            )
+            rows = read_rows(spec.source.url, spec.source.format, self.settings.request_timeout)
+            predicted = profile.prediction.name if profile.prediction else None
+            return detect_drift(
+                Reference.from_profile(profile),
+                rows,
+                tests=engine_tests(spec),
+                correction=spec.correction,
+                drift_share=spec.drift_share,
+                min_samples=spec.window.min_samples,
+                prediction=predicted if predicted in rows.columns else None,
+                prediction_test=prediction_test,
+            )
+        window = self._read(spec, mdep, now - seconds(spec.window.duration))
+        return detect_capture_drift(
+            window.profile,
+            window.capture,
+            tests=engine_tests(spec),
+            correction=spec.correction,
+            drift_share=spec.drift_share,
+            min_samples=spec.window.min_samples,
+            prediction_test=prediction_test,
+        )
 
     def _read(self, spec: DriftMonitorSpec, mdep: Object, since: float) -> Window:
         token = self._token(mdep)
@@ -426,7 +590,63 @@ class Monitor:
                 timeout=timeout,
                 may_dial=self.settings.may_dial,
             )
-        raise SourceError("source type prometheus is not implemented yet; use pods or url")
+        assert spec.source.url is not None  # noqa: S101 - the CRD requires it
+        # Mid-rollout, the version the track moves to: its pods' profile, its series.
+        version = (((mdep.get("status") or {}).get("tracks") or {}).get(spec.track) or {}).get(
+            "version"
+        )
+        profile = read_track_profile(
+            self.namespace,
+            spec.deployment_ref.name,
+            spec.track,
+            token=token,
+            timeout=timeout,
+            may_dial=self.settings.may_dial,
+            version=version[:63] if version else None,  # a label value's length
+        )
+        service = child_name(spec.deployment_ref.name, spec.track)
+        selector = spec.source.query or f'namespace="{self.namespace}",service="{service}"'
+        if version:
+            selector += f',version="{version}"'
+        capture = read_prometheus(
+            spec.source.url,
+            selector,
+            profile,
+            duration=seconds(spec.window.duration),
+            timeout=timeout,
+        )
+        return Window(profile, capture)
+
+    def _steer_canary(
+        self,
+        spec: DriftMonitorSpec,
+        mdep: Object,
+        previous: Object,
+        report: DriftReport,
+        now: float,
+    ) -> Object | None:
+        """Pause or roll back the canary on dataset drift, through the rollout's own
+        command annotation: the ModelDeployment's spec is never touched."""
+        if not report.dataset_drift:
+            return None
+        canary = (mdep.get("status") or {}).get("canary") or {}
+        command = canary_command(spec, canary, previous.get("canaryAction") or {})
+        if command is None:
+            return None
+        drifted = f"{report.drifted} of {len(report.features)} features drifted"
+        reason = f"DriftMonitor {self.name} found dataset drift ({drifted})"
+        value = f"{command} {stamp_of(now)} {reason}"
+        name = spec.deployment_ref.name
+        kube.annotate("modeldeployments", self.namespace, name, {ANNOTATION_ROLLOUT: value})
+        self.reporter.warning(
+            "CanaryPaused" if command == "pause" else "CanaryRolledBack",
+            f"asked ModelDeployment {name} to {command} its canary: {reason}",
+        )
+        return {
+            "action": "pause" if command == "pause" else "rollback",
+            "digest": canary["digest"],
+            "time": stamp_of(now),
+        }
 
     def _check_token_goes_home(self, url: str, mdep: Object, track: str) -> None:
         """The serving token is the ModelDeployment's, not the monitor author's: it

@@ -290,6 +290,16 @@ def patch_status(plural: str, namespace: str, name: str, status: Object) -> Obje
     return written
 
 
+def annotate(plural: str, namespace: str, name: str, annotations: dict[str, str]) -> None:
+    """Merge-patch annotations onto a custom object (never its spec)."""
+    _call(
+        "PATCH",
+        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}",
+        body={"metadata": {"annotations": annotations}},
+        content_type="application/merge-patch+json",
+    )
+
+
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
 

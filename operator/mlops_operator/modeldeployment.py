@@ -36,11 +36,13 @@ from mlops_operator.builders import (
 from mlops_operator.conditions import Reporter, condition, merge, parse_time
 from mlops_operator.constants import ANNOTATION_MODEL_VERSION, ANNOTATION_ROLLOUT
 from mlops_operator.settings import OperatorSettings
-from mlops_operator.tracks import TrackVersion, build_status, track_state
+from mlops_operator.tracks import TrackVersion, build_status, stable_only, track_state
 from mlops_serving import routing
 
 PLURAL = "modeldeployments"
-COMMANDS = set(get_args(rollout.Command))
+COMMANDS: dict[str, rollout.Command] = {word: word for word in get_args(rollout.Command)}
+COMMAND_KEPT = 253
+"""The length of status.canary.command."""
 Object = dict[str, Any]
 STATUS: kube.StatusQueue[TrackVersion] = kube.StatusQueue()
 """Track Deployments' states waiting to be written into their owners' status."""
@@ -116,22 +118,6 @@ def resolve(
         secret_name=secret.get("name"),
         secret_key=secret.get("key"),
     )
-
-
-def ignored_fields(spec: ModelDeploymentSpec) -> list[str]:
-    """Fields of the API that this operator does not act on yet."""
-    ignored = []
-    analysis = spec.canary.analysis if spec.canary else None
-    if analysis is not None and analysis.source.type != "pods":
-        ignored.append(f"spec.canary.analysis.source.type {analysis.source.type} (pods is read)")
-    return ignored
-
-
-def _ignored_condition(spec: ModelDeploymentSpec, generation: int | None) -> Object:
-    ignored = ignored_fields(spec)
-    message = f"{'; '.join(ignored)}: not implemented yet, ignored" if ignored else ""
-    reason = "NotImplemented" if ignored else "AllFieldsServed"
-    return condition("FieldsIgnored", bool(ignored), reason, message, generation)
 
 
 def reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> float | None:
@@ -292,11 +278,15 @@ def _rollout(
     meta = mdep["metadata"]
     recorded = (mdep.get("status") or {}).get("canary")
     previous = CanaryStatus.model_validate(recorded) if recorded else None
-    annotation = (meta.get("annotations") or {}).get(ANNOTATION_ROLLOUT)
-    command = None
+    # status.canary.command keeps what fits of the annotation: enough to tell one
+    # request from the next, as the time comes second.
+    annotation = ((meta.get("annotations") or {}).get(ANNOTATION_ROLLOUT) or "")[:COMMAND_KEPT]
+    command = reason = None
     if annotation and annotation != (previous.command if previous else None):
-        word = annotation.split()[0]
-        command = word if word in COMMANDS else None
+        # "<command> <time>[ <reason>]": the time makes each request a new value.
+        word, _, rest = annotation.partition(" ")
+        command = COMMANDS.get(word)
+        reason = rest.partition(" ")[2] or None
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
     name = child_name(owner.name, "canary")
     deployment = kube.CHILD_DEPLOYMENTS.get(meta["namespace"], name)
@@ -324,9 +314,12 @@ def _rollout(
             may_dial=settings.may_dial,
         )
     decision = rollout.decide(
-        spec.canary, previous, rollout.Observation(digest, ready, measurement, command), now
+        spec.canary,
+        previous,
+        rollout.Observation(digest, ready, measurement, command, reason),
+        now,
     )
-    status = decision.status.model_copy(update={"command": annotation})
+    status = decision.status.model_copy(update={"command": annotation or None})
     return rollout.Decision(decision.weight, status, decision.requeue_after)
 
 
@@ -431,7 +424,8 @@ def _record_rollout(
     )
     gone = {t: None for t in (old.get("tracks") or {}) if t not in planned.tracks}
     changes: Object = {}
-    if old.get("traffic") != split:
+    # The first split of stable alone goes with the status writer's first write.
+    if old.get("traffic") != split and (old.get("traffic") or not stable_only(spec)):
         changes["traffic"] = split
     if old.get("canary") != written:
         changes["canary"] = written
@@ -521,10 +515,7 @@ def publish(
     """Write the status that the tracks' Deployments imply (if it changed)."""
     meta = mdep["metadata"]
     old_status: Object = mdep.get("status") or {}
-    ignored = _ignored_condition(spec, meta.get("generation"))
-    status, ready, why = build_status(
-        mdep, spec=spec, tracks=tracks, config=config, ignored=ignored
-    )
+    status, ready, why = build_status(mdep, spec=spec, tracks=tracks, config=config)
     was_ready = any(
         c.get("type") == "Ready" and c.get("status") == "True"
         for c in old_status.get("conditions") or []

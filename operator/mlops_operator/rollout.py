@@ -36,6 +36,8 @@ class Observation:
     measurement: tuple[AnalysisResult, ...] = ()
     """Results of a measurement taken now; taken only when measure_due() says so."""
     command: Command | None = None
+    reason: str | None = None
+    """Why the command was given, when its giver said (a DriftMonitor does)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ def decide(canary: Canary, status: CanaryStatus | None, seen: Observation, now: 
     status = _current(status, seen, now)
     if status.phase in ("RolledBack", "Promoted"):
         return Decision(status.weight, status, None)
-    obeyed = _obey(canary, status, seen.command, now)
+    obeyed = _obey(canary, status, seen.command, seen.reason, now)
     if isinstance(obeyed, Decision):
         return obeyed
     status = obeyed
@@ -80,16 +82,17 @@ def _current(status: CanaryStatus | None, seen: Observation, now: float) -> Cana
 
 
 def _obey(
-    canary: Canary, status: CanaryStatus, command: Command | None, now: float
+    canary: Canary, status: CanaryStatus, command: Command | None, reason: str | None, now: float
 ) -> Decision | CanaryStatus:
-    """A person's command: a decision of its own, or the status to go on from."""
+    """A command: a decision of its own, or the status to go on from."""
     match command:
         case "abort":
-            return _rolled_back(status, "aborted by request")
+            return _rolled_back(status, f"aborted: {reason}" if reason else "aborted by request")
         case "promote-full":
             return _promoted(status, "promoted fully by request")
         case "pause":
-            paused = status.model_copy(update={"phase": "Paused", "message": "paused by request"})
+            said = f"paused: {reason}" if reason else "paused by request"
+            paused = status.model_copy(update={"phase": "Paused", "message": said})
             return Decision(paused.weight, paused, None)
         case "resume" if status.phase == "Paused":
             return status.model_copy(

@@ -15,6 +15,7 @@ from mlops_operator.api.modeldeployment import (
     ModelDeploymentStatus,
     Tracks,
     TrackStatus,
+    TrafficStatus,
 )
 from mlops_operator.builders import (
     Owner,
@@ -26,6 +27,8 @@ from mlops_operator.builders import (
 from mlops_operator.conditions import condition, merge
 
 Object = dict[str, Any]
+RETIRED = {"FieldsIgnored"}
+"""Conditions that older releases set and this one does not: dropped from status."""
 
 
 @dataclass(frozen=True)
@@ -99,12 +102,13 @@ def build_status(
     spec: ModelDeploymentSpec,
     tracks: Mapping[str, tuple[TrackVersion, Object | None]],
     config: RenderConfig,
-    ignored: Object,
 ) -> tuple[Object, bool, str]:
     """The status that the tracks' Deployments imply, whether every track is ready,
-    and why (or why not). `ignored` is the FieldsIgnored condition. A canary's rollout
-    (recorded in status.canary by the reconcile) sets the phase while it runs or after
-    it was rolled back; the reconcile writes status.traffic, not this."""
+    and why (or why not). A canary's rollout (recorded in status.canary by the
+    reconcile) sets the phase while it runs or after it was rolled back. The reconcile
+    writes status.traffic, except the first of a deployment with no other track than
+    stable (all to stable), written here with the rest: one status write per new
+    ModelDeployment, not two."""
     meta = mdep["metadata"]
     generation = meta.get("generation")
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
@@ -123,14 +127,20 @@ def build_status(
     canary = (mdep.get("status") or {}).get("canary") or {}
     if spec.canary is not None and canary.get("phase") in ("Progressing", "Paused", "RolledBack"):
         phase = "Degraded" if stalled else canary["phase"]
+    old = mdep.get("status") or {}
     status = ModelDeploymentStatus(
         phase=phase,
         observed_generation=generation,
+        traffic=TrafficStatus() if stable_only(spec) and not old.get("traffic") else None,
         tracks=Tracks.model_validate({track: s.status for track, s in states.items()}),
         ready=f"{serving}/{wanted}",
         url=entry_url(owner, config),
         conditions=merge(
-            (mdep.get("status") or {}).get("conditions"),
+            [
+                c
+                for c in (mdep.get("status") or {}).get("conditions") or []
+                if c.get("type") not in RETIRED
+            ],
             [
                 condition("Ready", ready, "Available" if ready else "RollingOut", why, generation),
                 condition(
@@ -147,13 +157,17 @@ def build_status(
                     why if stalled else "",
                     generation,
                 ),
-                ignored,
                 *split_condition(spec, mdep.get("status") or {}, generation),
                 *rollout_condition(spec, mdep.get("status") or {}, generation),
             ],
         ),
     )
     return status.model_dump(by_alias=True, exclude_none=True, mode="json"), ready, why
+
+
+def stable_only(spec: ModelDeploymentSpec) -> bool:
+    """Whether all traffic goes to stable whatever happens: no canary, no mirror."""
+    return spec.canary is None and spec.mirror is None
 
 
 def rollout_condition(

@@ -32,7 +32,7 @@ from .bundle import Manifest, open_bundle
 from .capture import Capture, SharedCapture
 from .fetch import materialize
 from .loaders import Model, Outputs, load_model
-from .metrics import Metrics
+from .metrics import Metrics, capture_exposition
 from .profile import Profile
 from .requests import Features, RequestError, infer_outputs
 from .runner import Runner, time_call
@@ -561,7 +561,15 @@ def _info_routes(app: FastAPI, h: Handlers) -> None:
     @app.get("/metrics")
     async def metrics() -> Response:
         """Prometheus text exposition."""
-        body = state.metrics.exposition() if state.ready else b""
+        if not state.ready:
+            return Response(b"", media_type="text/plain; version=0.0.4")
+        body = state.metrics.exposition()
+        if state.settings.capture_metrics and state.capturing:
+            own = state.capture.capture.cumulative()  # on the loop, which alone records
+            base = (state.name, state.version, state.settings.track)
+            body += await run_in_threadpool(
+                lambda: capture_exposition(base, state.capture.totals(own))
+            )
         return Response(body, media_type="text/plain; version=0.0.4")
 
     @app.get("/v2/profile")
@@ -599,4 +607,6 @@ async def _flush_capture(state: State, every: float = 2.0) -> None:
     while True:
         await asyncio.sleep(every)
         if state.ready and state.capture.directory is not None:
-            await run_in_threadpool(state.capture.write, *state.capture.capture.changes())
+            capture = state.capture.capture
+            totals = capture.cumulative() if state.settings.capture_metrics else None
+            await run_in_threadpool(state.capture.write, *capture.changes(), totals)

@@ -199,6 +199,12 @@ class Capture:
         ]
         prediction = profile.prediction
         self.prediction_bins = prediction.bins if prediction else 0
+        self.totals = Window(
+            start=0,
+            counts=np.zeros(self.total_bins, np.int64),
+            prediction=np.zeros(self.prediction_bins, np.int64),
+        )
+        """Every row binned since start, in no window: the counters /metrics exports."""
 
     def sampled(self) -> bool:
         return self.sample_rate >= 1.0 or self.random.random() < self.sample_rate
@@ -273,7 +279,11 @@ class Capture:
         np.concatenate(self._queued, out=rows)
         self._queued = []
         predictions = self._pending_predictions
+        counts, predicted = window.counts.copy(), window.prediction.copy()
         self._bin(window, rows, np.concatenate(predictions) if predictions else None)
+        self.totals.rows += len(rows)
+        self.totals.counts += window.counts - counts
+        self.totals.prediction += window.prediction - predicted
         self._reserve(window, rows)
         self.changed.add(window.start)
         self._pending_rows = 0
@@ -390,6 +400,13 @@ class Capture:
             if since is None or s + self.window_seconds > since
         ]
 
+    def cumulative(self) -> dict[str, Any]:
+        """Every row binned since start, as counters: rows, per feature, predictions."""
+        self.drain()
+        totals = self.to_json(self.totals)
+        del totals["start"], totals["reservoir"], totals["seen"]
+        return totals
+
     def changes(self) -> tuple[list[dict[str, Any]], set[int]]:
         """The windows changed since the last call, and the starts of all windows kept."""
         self.drain()
@@ -411,10 +428,18 @@ class SharedCapture:
         self.directory = directory
         self.worker = worker or str(os.getpid())
 
-    def write(self, changed: list[dict[str, Any]], kept: set[int]) -> None:
-        """Publish this worker's changed windows; drop the files of windows it let go."""
+    def write(
+        self, changed: list[dict[str, Any]], kept: set[int], totals: dict[str, Any] | None = None
+    ) -> None:
+        """Publish this worker's changed windows (and its totals, when given); drop the
+        files of windows it let go."""
         if self.directory is None:
             return
+        if totals is not None:
+            path = self.directory / f"{self.worker}.totals"
+            partial = path.with_suffix(".partial")
+            partial.write_bytes(orjson.dumps(totals))
+            partial.replace(path)
         for window in changed:
             path = self.directory / f"{self.worker}-{window['start']}.json"
             partial = path.with_suffix(".tmp")
@@ -423,6 +448,31 @@ class SharedCapture:
         for path in self.directory.glob(f"{self.worker}-*.json"):
             if int(path.stem.rsplit("-", 1)[1]) not in kept:
                 path.unlink(missing_ok=True)
+
+    def totals(self, own: dict[str, Any]) -> dict[str, Any]:
+        """Every worker's totals added up: this one's (`own`, taken on the event loop)
+        and its siblings' as they last published them. A worker that exited keeps its
+        file, so that the counters never go back while the pod lives."""
+        summed = {**own, "features": dict(own["features"])}
+        if self.directory is None:
+            return summed
+        for path in self.directory.glob("*.totals"):
+            if path.stem == self.worker:
+                continue
+            try:
+                theirs = orjson.loads(path.read_bytes())
+                features = {
+                    name: [a + b for a, b in zip(counts, theirs["features"][name], strict=True)]
+                    for name, counts in summed["features"].items()
+                }
+                prediction = [
+                    a + b for a, b in zip(summed["prediction"], theirs["prediction"], strict=True)
+                ]
+            except (OSError, ValueError, KeyError):
+                continue
+            rows = summed["rows"] + theirs["rows"]
+            summed = {"rows": rows, "features": features, "prediction": prediction}
+        return summed
 
     def after(self, since: float | None) -> float:
         """`since`, or the start of the retention (windows x windowSeconds) if later: the

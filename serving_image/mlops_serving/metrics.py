@@ -5,12 +5,15 @@ more than the rest of the bookkeeping together.
 """
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -120,3 +123,42 @@ class Metrics:
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+class CaptureTotals(Collector):
+    """Captured rows binned on the reference profile since the pod started, as counters
+    (MLOPS_SERVING_CAPTURE_METRICS): what a DriftMonitor with source prometheus reads.
+    A bin is its index in profile.json's bins of that feature; the edges stay behind
+    the token, with the profile."""
+
+    def __init__(self, base: tuple[str, str, str], totals: dict[str, Any]) -> None:
+        self.base = list(base)
+        self.totals = totals
+
+    def collect(self) -> Iterator[Metric]:
+        rows = CounterMetricFamily(
+            "mlops_capture_binned_rows", "Captured rows binned since start", labels=LABELS
+        )
+        rows.add_metric(self.base, self.totals["rows"])
+        bins = CounterMetricFamily(
+            "mlops_capture_bins",
+            "Captured rows per feature and reference-profile bin",
+            labels=[*LABELS, "feature", "bin"],
+        )
+        for name, counts in self.totals["features"].items():
+            for index, count in enumerate(counts):
+                bins.add_metric([*self.base, name, str(index)], count)
+        predicted = CounterMetricFamily(
+            "mlops_capture_prediction_bins",
+            "Captured predictions per reference-profile bin",
+            labels=[*LABELS, "bin"],
+        )
+        for index, count in enumerate(self.totals["prediction"]):
+            predicted.add_metric([*self.base, str(index)], count)
+        yield from (rows, bins, predicted)
+
+
+def capture_exposition(base: tuple[str, str, str], totals: dict[str, Any]) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CaptureTotals(base, totals))
+    return generate_latest(registry)

@@ -61,6 +61,9 @@ class ServingSettings(BaseSettings):
     """Capture windows kept (the look-back is windows x window seconds)."""
     capture_reservoir: int = Field(default=1000, ge=0)
     """Raw rows kept per window in a uniform reservoir sample."""
+    capture_metrics: bool = False
+    """Export the captured bin counts on /metrics (mlops_capture_bins_total), for a
+    DriftMonitor that reads them from Prometheus: a series per feature and bin."""
     log_level: str = "info"
     """uvicorn log level."""
 

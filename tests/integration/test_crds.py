@@ -290,6 +290,18 @@ INVALID: list[tuple[str, str, Mutation, str]] = [
         setter("spec.canary.analysis.interval", "-30s"),
         "spec.canary.analysis.interval",
     ),
+    (
+        "ModelDeployment",
+        "queries on pods source",
+        setter("spec.canary.analysis.source.queries", {"requests": "up"}),
+        "spec.canary.analysis.source.queries",
+    ),
+    (
+        "ModelDeployment",
+        "negative latencyP99Ratio",
+        setter("spec.canary.analysis.thresholds.latencyP99Ratio", -1),
+        "spec.canary.analysis.thresholds.latencyP99Ratio",
+    ),
     ("ModelDeployment", "replicas and autoscaling", setter("spec.replicas", 3), "spec.autoscaling"),
     (
         "ModelDeployment",
@@ -385,6 +397,12 @@ INVALID: list[tuple[str, str, Mutation, str]] = [
         "query on pods source",
         setter("spec.source.query", "up"),
         "spec.source.query",
+    ),
+    (
+        "DriftMonitor",
+        "file format on pods source",
+        setter("spec.source.format", "csv"),
+        "spec.source.format",
     ),
     ("DriftMonitor", "unknown correction", setter("spec.correction", "holm"), "spec.correction"),
     (

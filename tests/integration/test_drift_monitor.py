@@ -4,6 +4,7 @@ Most monitors read `mlops-serve` processes on 127.0.0.1 through source `url` (th
 same routes, /v2/profile and /v2/capture, that source `pods` reads at pod IPs); the
 last test reads the pods of a ModelDeployment on the local plane's real node."""
 
+import functools
 import hashlib
 import hmac
 import http.server
@@ -30,6 +31,7 @@ from mlops_serving.digest import file_digest
 
 from .kube import IMAGE, ON_KWOK, Cluster, wait_until
 from .operator_fixture import Operator, condition, custom, get, start_operator, stop_operator
+from .prometheus import Prometheus, prometheus  # noqa: F401 - a fixture
 from .test_operator import ready
 from .test_serving_process import SERVE, call, environment, free_port
 
@@ -207,6 +209,27 @@ def registered(
         ),
         "ModelDeployment shift to resolve its stable track",
         timeout=60,
+    )
+
+
+def on_real_node(
+    cluster: Cluster,
+    namespace: str,
+    built: tuple[Path, str],
+    store: tuple[Path, str],
+    **deployment: Any,
+) -> None:
+    """The model registered from the store on the bridge and deployed, Ready, on the
+    real node."""
+    path, _ = built
+    folder, base = store
+    shutil.copyfile(path, folder / path.name)
+    uri = f"{base}/{path.name}"
+    registered(cluster, namespace, built, uri, image=IMAGE, scheduling={}, **deployment)
+    wait_until(
+        lambda: ready(cluster, namespace, "shift"),
+        "ModelDeployment shift Ready on the real node",
+        timeout=120,
     )
 
 
@@ -448,17 +471,8 @@ def test_pods_source_reads_every_real_pod_of_the_track(
 ) -> None:
     """Source `pods` (the default): two real serving pods on the real node, each fed half
     of the shifted traffic; the monitor reads both at their pod IPs and merges them."""
-    path, _ = built
     folder, base = store
-    shutil.copyfile(path, folder / path.name)
-    registered(
-        cluster, namespace, built, f"{base}/{path.name}", image=IMAGE, replicas=2, scheduling={}
-    )
-    wait_until(
-        lambda: ready(cluster, namespace, "shift"),
-        "ModelDeployment shift Ready on the real node",
-        timeout=120,
-    )
+    on_real_node(cluster, namespace, built, store, replicas=2)
     pods = client.CoreV1Api(cluster.api).list_namespaced_pod(
         namespace, label_selector="mlops.dev/deployment=shift"
     )
@@ -481,6 +495,25 @@ def test_pods_source_reads_every_real_pod_of_the_track(
     assert condition(live, "DriftDetected")["status"] == "True", live["status"]
     assert live["status"]["samples"] == 3000
     assert sorted(f["name"] for f in live["status"]["features"] if f["drifted"]) == list(SHIFTED)
+
+    # Batch monitoring: files of rows, judged against the profile the pods serve.
+    rng = np.random.default_rng(4)
+    for name, shifted in (("steady.csv", False), ("shifted.parquet", True)):
+        frame = pd.DataFrame(rows(rng, 2000, shifted), columns=FEATURES)
+        if name.endswith(".csv"):
+            frame.to_csv(folder / name, index=False)
+        else:
+            frame.to_parquet(folder / name)
+        body = monitor(name.split(".")[0], f"{base}/{name}")
+        body["spec"]["source"]["format"] = name.split(".")[1]
+        create(cluster, namespace, "driftmonitors", body)
+    for name, drifted in (("steady", []), ("shifted", list(SHIFTED))):
+        found = wait_until(
+            functools.partial(judged, cluster, namespace, name), f"{name} judged", timeout=60
+        )
+        assert condition(found, "Ready")["status"] == "True", found["status"]
+        assert found["status"]["samples"] == 2000
+        assert sorted(f["name"] for f in found["status"]["features"] if f["drifted"]) == drifted
 
 
 def test_a_monitor_url_elsewhere_never_gets_the_serving_token(
@@ -532,3 +565,114 @@ def test_a_monitor_url_elsewhere_never_gets_the_serving_token(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_rollback_canary_rolls_back_a_drifting_canary_through_its_rollout(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    built: tuple[Path, str],
+    servers: dict[str, str],
+) -> None:
+    path, digest = built
+    create(
+        cluster,
+        namespace,
+        "modelversions",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelVersion",
+            "metadata": {"name": "shift-2"},
+            "spec": {
+                "model": "shift",
+                "version": "2",
+                "framework": "sklearn",
+                "artifact": {"uri": f"file://{path}", "digest": digest},
+            },
+        },
+    )
+    canary = {"version": "2", "steps": [{"setWeight": 50}, {"pause": {}}]}
+    registered(cluster, namespace, built, canary=canary)
+
+    def rollout() -> dict[str, Any]:
+        status = get(cluster, "modeldeployments", namespace, "shift").get("status") or {}
+        return status.get("canary") or {}
+
+    wait_until(lambda: rollout().get("phase") == "Progressing", "the canary's rollout", timeout=90)
+    spec_before = get(cluster, "modeldeployments", namespace, "shift")["spec"]
+    # The canary's traffic (here: a server fed shifted rows) drifts from its profile.
+    body = monitor("canary", servers["shifted"], track="canary", actions={"rollbackCanary": True})
+    create(cluster, namespace, "driftmonitors", body)
+    rolled_back = wait_until(
+        lambda: (s := rollout()).get("phase") == "RolledBack" and s,
+        "the drifting canary to be rolled back",
+        timeout=90,
+    )
+    assert rolled_back["weight"] == 0
+    assert rolled_back["message"] == (
+        "aborted: DriftMonitor canary found dataset drift (2 of 6 features drifted)"
+    )
+    mdep = get(cluster, "modeldeployments", namespace, "shift")
+    assert mdep["spec"] == spec_before  # steered through the rollout, never the spec
+    dm = get(cluster, "driftmonitors", namespace, "canary")
+    assert dm["status"]["canaryAction"]["action"] == "rollback"
+    assert dm["status"]["canaryAction"]["digest"] == rolled_back["digest"]
+    events = cluster.kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        "reason=CanaryRolledBack",
+        "-o",
+        "json",
+    ).stdout
+    (event,) = json.loads(events)["items"]
+    assert event["involvedObject"]["name"] == "canary"
+    assert "asked ModelDeployment shift to abort its canary" in event["message"]
+
+
+def test_prometheus_source_reads_the_bins_the_pods_export(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    built: tuple[Path, str],
+    store: tuple[Path, str],
+    prometheus: Prometheus,  # noqa: F811 - the fixture
+) -> None:
+    """Source `prometheus`: a real serving pod exports its captured bin counts, a real
+    Prometheus scrapes them, and the monitor judges the increase over its window."""
+    on_real_node(cluster, namespace, built, store, serving={"capture": {"metrics": True}})
+    selector = f'namespace="{namespace}",service="shift-stable"'
+
+    def scraped_rows() -> float | None:
+        found = prometheus.query(f"sum(mlops_capture_binned_rows_total{{{selector}}})")
+        return float(found[0]["value"][1]) if found else None
+
+    # The counters are scraped at zero before any traffic, so increase() counts it all.
+    wait_until(lambda: scraped_rows() == 0, "Prometheus to scrape the zero counters", timeout=60)
+    (pod,) = (
+        client.CoreV1Api(cluster.api)
+        .list_namespaced_pod(namespace, label_selector="mlops.dev/deployment=shift")
+        .items
+    )
+    rng = np.random.default_rng(5)
+    for _ in range(6):
+        batch = {"instances": rows(rng, 500, shifted=True).tolist()}
+        status, answer = call(f"http://{pod.status.pod_ip}:8080/predict-batch", batch)
+        assert status == 200, answer
+    wait_until(lambda: scraped_rows() == 3000, "Prometheus to scrape 3000 rows", timeout=60)
+
+    body = monitor("scraped", "unused")
+    body["spec"]["source"] = {"type": "prometheus", "url": prometheus.url}
+    # Bin counts only reach Prometheus: chi-square on the profile's bins, not KS.
+    body["spec"]["tests"] = {"method": "chi2", "threshold": 0.001}
+    create(cluster, namespace, "driftmonitors", body)
+    scraped = wait_until(lambda: judged(cluster, namespace, "scraped"), "judged", timeout=60)
+    assert condition(scraped, "Ready")["status"] == "True", scraped["status"]
+    assert condition(scraped, "DriftDetected")["status"] == "True", scraped["status"]
+    assert sorted(f["name"] for f in scraped["status"]["features"] if f["drifted"]) == list(SHIFTED)
+    assert {f["method"] for f in scraped["status"]["features"]} == {"chi2"}
+    # increase() extrapolates to the end of the window: over a series seconds old, by up
+    # to a scrape interval's share of its life (over an hour's window, a fraction of 1%).
+    assert scraped["status"]["samples"] >= 3000, scraped["status"]["samples"]

@@ -105,29 +105,6 @@ def ready(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
     return None
 
 
-def test_fields_not_implemented_yet_are_said_to_be_ignored(
-    cluster: Cluster, namespace: str, operator: Operator, bundles: dict[str, tuple[Path, str]]
-) -> None:
-    for number in ("1", "2"):
-        create(cluster, namespace, "modelversions", model_version(number, bundles[number]))
-    analysis = {
-        "thresholds": {"errorRate": 0.1},
-        "source": {"type": "prometheus", "url": "http://prometheus.monitoring:9090"},
-    }
-    body = model_deployment("iris", canary={"version": "2", "analysis": analysis})
-    create(cluster, namespace, "modeldeployments", body)
-
-    def said() -> dict[str, Any] | None:
-        found = condition(get(cluster, "modeldeployments", namespace, "iris"), "FieldsIgnored")
-        return found if found and found["status"] == "True" else None
-
-    ignored = wait_until(said, "the FieldsIgnored condition", timeout=60)
-    assert ignored["reason"] == "NotImplemented"
-    assert ignored["message"] == (
-        "spec.canary.analysis.source.type prometheus (pods is read): not implemented yet, ignored"
-    )
-
-
 def test_model_deployed_and_ready(
     cluster: Cluster, namespace: str, operator: Operator, bundles: dict[str, tuple[Path, str]]
 ) -> None:
@@ -214,9 +191,6 @@ def test_model_deployed_and_ready(
     starts = [header.index(f"{name} ") for name in header.split()[:-1]] + [header.index("AGE")]
     cells = [row[a:b].strip() for a, b in itertools.pairwise(starts)]
     assert cells == ["iris", "iris", "1", "", "0", "2/2", "Ready"]
-    ignored = condition(mdep, "FieldsIgnored")
-    assert ignored is not None
-    assert (ignored["status"], ignored["reason"]) == ("False", "AllFieldsServed")
 
     mv = wait_until(
         lambda: (

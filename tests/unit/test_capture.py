@@ -130,6 +130,33 @@ def test_shared_capture_rewrites_only_changed_windows(tmp_path: Path) -> None:
     assert reader.read()["windows"] == []
 
 
+def test_totals_count_every_row_ever_binned_across_windows_and_workers(tmp_path: Path) -> None:
+    """The counters /metrics exports: monotonic while windows rotate out, and added up
+    over the workers that published them."""
+    clock = [60.0]
+    capture = make_capture(clock)  # keeps 3 windows
+    expected = {"x": [0] * capture.features[0].bins, "colour": [0] * capture.features[1].bins}
+    for start in (60, 120, 180, 240, 300):
+        clock[0] = start
+        capture.record(rows(7), np.linspace(-2, 2, 7))
+        (window,) = capture.snapshot(since=start)
+        for name, counts in expected.items():
+            expected[name] = [a + b for a, b in zip(counts, window["features"][name], strict=True)]
+    totals = capture.cumulative()
+    assert len(capture.snapshot()) == 3  # two windows rotated out; the totals kept them
+    assert totals["rows"] == 35
+    assert totals["features"] == expected
+    assert sum(totals["prediction"]) == 35
+    sibling = make_capture(clock)
+    sibling.record(rows(5), np.zeros(5))
+    SharedCapture(sibling, tmp_path, worker="2").write(*sibling.changes(), sibling.cumulative())
+    summed = SharedCapture(capture, tmp_path, worker="1").totals(capture.cumulative())
+    assert summed["rows"] == 40
+    assert summed["features"]["x"] == [
+        a + b for a, b in zip(expected["x"], sibling.cumulative()["features"]["x"], strict=True)
+    ]
+
+
 @pytest.mark.parametrize(
     ("width", "dtype"),
     [(12, "float64"), (1, "float64"), (33, "int64"), (300, "float64"), (5, "object")],

@@ -23,10 +23,12 @@ from mlops_operator.drift import Tests as DriftTests
 from mlops_operator.driftmonitor import (
     MAX_HISTORY,
     SourceError,
+    canary_command,
     drift_conditions,
     due_in,
     job_outcome,
     read_pods,
+    read_rows,
     render_retrain_job,
     sign,
     status_of,
@@ -129,14 +131,43 @@ def test_too_few_rows_clear_the_verdict_and_add_no_history() -> None:
     assert status["message"] == "12 rows in the last 1h; 500 needed to judge drift"
 
 
-def test_canary_actions_that_do_not_exist_yet_are_said_to_be_ignored() -> None:
-    spec = DriftMonitorSpec.model_validate(
-        {"deploymentRef": {"name": "d"}, "track": "canary", "actions": {"pauseCanary": True}}
+def actions(**chosen: bool) -> DriftMonitorSpec:
+    return DriftMonitorSpec.model_validate(
+        {"deploymentRef": {"name": "d"}, "track": "canary", "actions": chosen}
     )
-    status = status_of({}, report([True]), spec, NOON, 1)
-    assert status["message"].endswith(
-        "; pauseCanary and rollbackCanary are not implemented yet, and were ignored"
-    )
+
+
+CANARY = {"phase": "Progressing", "digest": "sha256:" + "c" * 64}
+STEERED = {"action": "rollback", "digest": CANARY["digest"], "time": "2026-12-02T11:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "canary", "done", "command"),
+    [
+        (actions(rollbackCanary=True), CANARY, {}, "abort"),
+        (actions(pauseCanary=True), CANARY, {}, "pause"),
+        (actions(), CANARY, {}, None),
+        # A paused canary can still be rolled back; pausing it again says nothing new.
+        (actions(rollbackCanary=True), {**CANARY, "phase": "Paused"}, {}, "abort"),
+        (actions(pauseCanary=True), {**CANARY, "phase": "Paused"}, {}, None),
+        # Over already, or never begun.
+        (actions(rollbackCanary=True), {**CANARY, "phase": "Promoted"}, {}, None),
+        (actions(rollbackCanary=True), {**CANARY, "phase": "RolledBack"}, {}, None),
+        (actions(rollbackCanary=True), {}, {}, None),
+        # Steered once: a person's resume or retry is not fought; another canary is new.
+        (actions(rollbackCanary=True), CANARY, STEERED, None),
+        (
+            actions(rollbackCanary=True),
+            {**CANARY, "digest": "sha256:" + "d" * 64},
+            STEERED,
+            "abort",
+        ),
+    ],
+)
+def test_canary_command(
+    spec: DriftMonitorSpec, canary: dict[str, Any], done: dict[str, Any], command: str | None
+) -> None:
+    assert canary_command(spec, canary, done) == command
 
 
 @pytest.mark.parametrize(
@@ -373,3 +404,43 @@ def test_pod_networks_bound_what_the_operator_dials(
 ) -> None:
     monkeypatch.setenv("MLOPS_POD_NETWORKS", networks)
     assert OperatorSettings().may_dial(address) is allowed
+
+
+@pytest.fixture
+def files(tmp_path: Any) -> Any:
+    """A loopback file server over tmp_path; its base URL."""
+    import functools  # noqa: PLC0415
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *_: Any) -> None:
+            return
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_file_source_reads_csv_and_parquet_and_names_the_field_when_it_cannot(
+    files: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd  # noqa: PLC0415
+
+    folder, base = files
+    frame = pd.DataFrame({"x1": [1.0, 2.0, 3.0], "colour": ["red", "blue", "red"]})
+    frame.to_csv(folder / "rows.csv", index=False)
+    frame.to_parquet(folder / "rows.parquet")
+    (folder / "garbage.parquet").write_bytes(b"\x00not parquet")
+    for form in ("csv", "parquet"):
+        read = read_rows(f"{base}/rows.{form}", form, 5)
+        assert read.to_dict("list") == frame.to_dict("list")
+    with pytest.raises(SourceError, match=r"^spec.source.url: .*garbage.parquet is not a parquet"):
+        read_rows(f"{base}/garbage.parquet", "parquet", 5)
+    with pytest.raises(SourceError, match=r"^spec.source.url: GET .*absent.csv: HTTP 404"):
+        read_rows(f"{base}/absent.csv", "csv", 5)
+    monkeypatch.setattr("mlops_operator.driftmonitor.MAX_FILE", 16)
+    with pytest.raises(
+        SourceError, match=r"^spec.source.url: GET .*rows.csv: answer larger than 16 bytes"
+    ):
+        read_rows(f"{base}/rows.csv", "csv", 5)

@@ -1,44 +1,42 @@
-"""ModelDeployment logic: fields not built yet are named, never silently dropped; a
-track's reference resolves to one servable ModelVersion or to a refusal that says why."""
+"""ModelDeployment logic: a track's reference resolves to one servable ModelVersion or
+to a refusal that says why."""
 
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec, ModelRef
-from mlops_operator.modeldeployment import RefusedError, ignored_fields, resolve
+from mlops_operator.modeldeployment import RefusedError, resolve
 
 STABLE = {"model": "iris", "stable": {"version": "1"}}
 
 
+def canary(source: dict[str, Any]) -> dict[str, Any]:
+    analysis = {"thresholds": {"errorRateIncrease": 0.02}, "source": source}
+    return {**STABLE, "canary": {"version": "2", "analysis": analysis}}
+
+
 @pytest.mark.parametrize(
-    ("extra", "ignored"),
+    ("queries", "error"),
     [
-        ({}, []),
-        ({"replicas": 3, "serving": {"capture": {"sampleRate": 0.5}}}, []),
-        ({"canary": {"version": "2"}}, []),
-        ({"mirror": {"version": "2", "percent": 10}}, []),
-        ({"traffic": {"mode": "router"}}, []),  # the default, spelled out
-        ({"traffic": {"mode": "replicas"}}, []),
-        ({"traffic": {"mode": "gatewayAPI", "gateway": {"name": "web"}}}, []),
-        ({"traffic": {"stickyKey": "x-user"}}, []),
-        (
-            {
-                "canary": {
-                    "version": "2",
-                    "analysis": {
-                        "thresholds": {"errorRate": 0.1, "predictionDrift": 0.2},
-                        "source": {"type": "prometheus", "url": "http://prometheus:9090"},
-                    },
-                }
-            },
-            ["spec.canary.analysis.source.type prometheus (pods is read)"],
-        ),
+        ({"requests": 'sum(up{job="${service}"})'}, None),
+        ({"errors": 'sum(increase(x{pod="${pod}"}[${range}]))'}, "unknown placeholder ${pod}"),
+        ({"latencyP99": "x[$]"}, "a $ that is no placeholder"),
     ],
 )
-def test_ignored_fields(extra: dict[str, Any], ignored: list[str]) -> None:
-    spec = ModelDeploymentSpec.model_validate({**STABLE, **extra})
-    assert ignored_fields(spec) == ignored
+def test_prometheus_queries_name_only_known_placeholders(
+    queries: dict[str, str], error: str | None
+) -> None:
+    spec = canary({"type": "prometheus", "url": "http://prometheus:9090", "queries": queries})
+    if error is None:
+        ModelDeploymentSpec.model_validate(spec)
+        return
+    with pytest.raises(ValidationError) as raised:
+        ModelDeploymentSpec.model_validate(spec)
+    field = next(iter(queries))
+    assert f"canary.analysis.source.queries.{field}" in str(raised.value).replace("\n", ".")
+    assert error in str(raised.value)
 
 
 def version(name: str, number: str, **artifact: str) -> dict[str, Any]:

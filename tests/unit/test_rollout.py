@@ -49,8 +49,11 @@ def seen(
     ready: bool = True,
     command: Command | None = None,
     digest: str = DIGEST,
+    reason: str | None = None,
 ) -> Observation:
-    return Observation(digest=digest, ready=ready, measurement=measured, command=command)
+    return Observation(
+        digest=digest, ready=ready, measurement=measured, command=command, reason=reason
+    )
 
 
 ROWS = [
@@ -277,3 +280,27 @@ def test_a_healthy_canary_walks_every_step_to_promotion() -> None:
 
 def test_a_failing_canary_is_rolled_back_after_its_failure_limit() -> None:
     assert run(lambda now: (result("Failed", 0.3),)) == [(0, 20), (20, 0)]
+
+
+@pytest.mark.parametrize(
+    ("command", "reason", "message"),
+    [
+        ("abort", None, "aborted by request"),
+        (
+            "abort",
+            "DriftMonitor d found dataset drift",
+            "aborted: DriftMonitor d found dataset drift",
+        ),
+        ("pause", None, "paused by request"),
+        (
+            "pause",
+            "DriftMonitor d found dataset drift",
+            "paused: DriftMonitor d found dataset drift",
+        ),
+    ],
+)
+def test_a_commands_reason_is_the_rollouts_message(
+    command: Command, reason: str | None, message: str
+) -> None:
+    decision = decide(SPEC, at(3), seen(command=command, reason=reason), T0 + 1)
+    assert decision.status.message == message

@@ -353,6 +353,31 @@ async def test_profile_route_serves_the_bundles_profile_behind_the_token(
     assert type(profile).model_validate(served.json()) == profile
 
 
+async def test_captured_bins_are_exported_as_counters_only_when_asked(
+    client_for: ClientFactory,
+) -> None:
+    async with client_for() as client:
+        await client.post("/predict", json={"features": SETOSA})
+        assert "mlops_capture_bins" not in (await client.get("/metrics")).text
+    async with client_for(capture_metrics=True) as client:
+        for _ in range(3):
+            await client.post("/predict", json={"features": SETOSA})
+        text = (await client.get("/metrics")).text
+        view = (await client.get("/v2/capture")).json()
+    exported: dict[str, dict[int, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "mlops_capture_bins_total":
+                feature = exported.setdefault(sample.labels["feature"], {})
+                feature[int(sample.labels["bin"])] = sample.value
+            elif sample.name == "mlops_capture_binned_rows_total":
+                assert sample.value == 3
+    (window,) = view["windows"]
+    assert {
+        name: [counts.get(i, 0) for i in range(len(counts))] for name, counts in exported.items()
+    } == window["features"]
+
+
 async def test_sampling_zero_captures_nothing(client_for: ClientFactory) -> None:
     async with client_for(capture_sample_rate=0.0) as client:
         await client.post("/predict", json={"features": SETOSA})

@@ -6,7 +6,6 @@ import pytest
 
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from mlops_operator.builders import RenderConfig
-from mlops_operator.conditions import condition
 from mlops_operator.tracks import (
     TrackVersion,
     build_status,
@@ -18,7 +17,6 @@ from mlops_operator.tracks import (
 V1 = TrackVersion("iris-1", "1", "sha256:" + "a" * 64)
 V2 = TrackVersion("iris-2", "2", None)
 CONFIG = RenderConfig("registry.example/mlops-serving:test")
-IGNORED = condition("FieldsIgnored", False, "AllFieldsServed", "", 3)
 
 
 def deployment(
@@ -112,9 +110,7 @@ SPEC = ModelDeploymentSpec.model_validate(
 def test_build_status(
     tracks: dict[str, Any], phase: str, ready: bool, why: str, count: str
 ) -> None:
-    status, all_ready, message = build_status(
-        owner(), spec=SPEC, tracks=tracks, config=CONFIG, ignored=IGNORED
-    )
+    status, all_ready, message = build_status(owner(), spec=SPEC, tracks=tracks, config=CONFIG)
     assert (status["phase"], all_ready, message, status["ready"]) == (phase, ready, why, count)
     assert set(status["tracks"]) == set(tracks)
     assert status["tracks"]["stable"]["digest"] == V1.digest
@@ -124,7 +120,6 @@ def test_build_status(
     by_type = {c["type"]: c for c in status["conditions"]}
     assert by_type["Ready"]["status"] == ("True" if ready else "False")
     assert by_type["Degraded"]["status"] == ("True" if phase == "Degraded" else "False")
-    assert by_type["FieldsIgnored"]["reason"] == "AllFieldsServed"
     ModelDeploymentStatus.model_validate(status)  # what the CRD's schema will take
 
 
@@ -152,14 +147,13 @@ def test_a_rollout_sets_the_phase_while_it_runs_or_after_a_rollback(
         spec=spec,
         tracks={"stable": (V1, deployment(stalled=stalled))},
         config=CONFIG,
-        ignored=IGNORED,
     )
     assert status["phase"] == phase
 
 
 def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
     first, _, _ = build_status(
-        owner(), spec=SPEC, tracks={"stable": (V1, deployment())}, config=CONFIG, ignored=IGNORED
+        owner(), spec=SPEC, tracks={"stable": (V1, deployment())}, config=CONFIG
     )
     earlier = {**first, "conditions": [
         {**c, "lastTransitionTime": "2026-01-01T00:00:00Z"} for c in first["conditions"]
@@ -169,7 +163,6 @@ def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
         spec=SPEC,
         tracks={"stable": (V1, deployment())},
         config=CONFIG,
-        ignored=IGNORED,
     )
     times = {c["type"]: c["lastTransitionTime"] for c in again["conditions"]}
     assert set(times.values()) == {"2026-01-01T00:00:00Z"}
@@ -178,11 +171,21 @@ def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
         spec=SPEC,
         tracks={"stable": (V1, deployment(ready=0))},
         config=CONFIG,
-        ignored=IGNORED,
     )
     times = {c["type"]: c["lastTransitionTime"] for c in changed["conditions"]}
     assert times["Ready"] != "2026-01-01T00:00:00Z"
-    assert times["FieldsIgnored"] == "2026-01-01T00:00:00Z"
+    assert times["Degraded"] == "2026-01-01T00:00:00Z"  # still False
+
+
+def test_a_condition_this_release_no_longer_sets_leaves_the_status() -> None:
+    retired = {"type": "FieldsIgnored", "status": "False", "reason": "AllFieldsServed"}
+    status, _, _ = build_status(
+        owner({"conditions": [retired]}),
+        spec=SPEC,
+        tracks={"stable": (V1, deployment())},
+        config=CONFIG,
+    )
+    assert "FieldsIgnored" not in {c["type"] for c in status["conditions"]}
 
 
 @pytest.mark.parametrize(
@@ -271,3 +274,26 @@ def test_the_canary_condition_names_why_it_was_rolled_back(
     assert [(c["status"], c["reason"]) for c in found] == ([expected] if expected else [])
     if found:
         assert found[0]["message"] == canary["message"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "before", "written"),
+    [
+        # A new deployment of stable alone: its first split goes with the rest.
+        ({}, {}, {"stableWeight": 100, "canaryWeight": 0, "mirrorPercent": 0}),
+        ({}, {"traffic": {"stableWeight": 100}}, None),  # written once
+        # A canary's or a mirror's split is the reconcile's to write.
+        ({"canary": {"version": "2"}}, {}, None),
+        ({"mirror": {"version": "2", "percent": 10}}, {}, None),
+    ],
+)
+def test_the_status_writer_writes_only_the_first_split_of_stable_alone(
+    extra: dict[str, Any], before: dict[str, Any], written: dict[str, int] | None
+) -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {"model": "iris", "stable": {"version": "1"}, **extra}
+    )
+    status, _, _ = build_status(
+        owner(before), spec=spec, tracks={"stable": (V1, deployment())}, config=CONFIG
+    )
+    assert status.get("traffic") == written

@@ -12,6 +12,7 @@ from .common import (
     LongText,
     ObjectName,
     SecretKeyRef,
+    ShortText,
     Timestamp,
     TrackName,
     cel,
@@ -49,16 +50,34 @@ class Source(ApiModel):
             "query applies only to type prometheus",
             ".query",
         ),
+        cel(
+            "self.type == 'url' || !has(self.format)", "format applies only to type url", ".format"
+        ),
     )
 
     type: Literal["pods", "prometheus", "url"] = "pods"
     """pods: GET /v2/capture and /v2/profile of every Ready pod of the track, at its pod
-    IP, merged; url: the same routes of one serving endpoint at an explicit address;
-    prometheus: not implemented yet (the monitor says so in its Ready condition)."""
+    IP, merged; url: one serving endpoint's routes at an explicit address, or a file
+    of rows (see format); prometheus: the captured bin counts the pods export
+    (ModelDeployment spec.serving.capture.metrics), from the Prometheus server at url,
+    over window.duration (Prometheus' increase(), which extrapolates to the window's
+    end: samples is its estimate), against the profile one of the track's pods serves.
+    Bin counts only: numeric features take the binned tests (auto picks them; ks and
+    wasserstein need raw rows and are refused)."""
     url: HttpUrl | None = None
-    """Serving endpoint base URL (e.g. http://iris.models:8080), or its /v2/capture URL."""
+    """Serving endpoint base URL (e.g. http://iris.models:8080), or its /v2/capture URL;
+    with format csv or parquet, the file's URL."""
+    format: Literal["csv", "parquet"] | None = None
+    """For type url: absent, a serving endpoint; csv or parquet, a file of rows (at most
+    64 MiB, a header row naming the features; a column named as the profile's
+    prediction is judged as predictions), judged whole against the reference profile
+    that the track's pods serve. For batch monitoring: window.duration does not apply,
+    window.minSamples does."""
     query: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
-    """PromQL selector for the capture histograms (type prometheus)."""
+    """Type prometheus: the label matchers that pick the track's series, as inside a
+    PromQL selector's braces; default namespace="<namespace>",service="<deployment>-<track>",
+    the labels a prometheus-operator ServiceMonitor gives. The track's version is
+    always added."""
 
 
 class FeatureTest(ApiModel):
@@ -145,9 +164,12 @@ class Actions(ApiModel):
     webhook: Webhook | None = None
     """Notify a receiver."""
     pause_canary: bool = False
-    """Pause the watched deployment's canary rollout."""
+    """Pause the watched deployment's canary rollout (track canary), once per canary:
+    through the rollout's own command annotation (mlops.dev/rollout), never its spec.
+    A person resumes it with kubectl mlops resume."""
     rollback_canary: bool = False
-    """Roll the watched deployment's canary back."""
+    """Roll the watched deployment's canary back (track canary), through the same
+    annotation; it stays rolled back until its artifact changes or a retry."""
     retrain: Retrain | None = None
     """Start a retraining Job."""
 
@@ -215,6 +237,18 @@ class RetrainStatus(ApiModel):
     """Its state when the monitor last looked."""
 
 
+class CanaryActionStatus(ApiModel):
+    """The last time this monitor paused or rolled back a canary."""
+
+    action: Literal["pause", "rollback"]
+    """What it asked the rollout for."""
+    digest: ShortText
+    """The rollout's status.canary.digest: a canary is steered once; another canary is
+    steered again if it drifts too."""
+    time: Timestamp
+    """When."""
+
+
 class RunSummary(ApiModel):
     """One past run."""
 
@@ -251,6 +285,8 @@ class DriftMonitorStatus(ApiModel):
     """Why the last run ended as it did."""
     retrain: RetrainStatus | None = None
     """The last retraining Job."""
+    canary_action: CanaryActionStatus | None = None
+    """The last canary this monitor paused or rolled back."""
     conditions: Conditions = []
     """Ready, DriftDetected."""
     observed_generation: Annotated[int, Field(ge=0)] | None = None

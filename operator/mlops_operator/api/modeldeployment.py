@@ -1,8 +1,9 @@
 """ModelDeployment: serve a model's versions on stable, canary and mirror tracks."""
 
+import string
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .common import (
     ApiModel,
@@ -70,12 +71,17 @@ class CanaryStep(ApiModel):
 
 
 class Thresholds(ApiModel):
-    """Limits the canary must stay within; a measurement over any of them fails."""
+    """Limits the canary must stay within; a measurement over any of them fails. The
+    first three hold the canary alone; errorRateIncrease and latencyP99Ratio hold it
+    against the stable track over the same span, for limits that must not depend on
+    load or time of day."""
 
     model_config = rules(
         cel(
-            "has(self.errorRate) || has(self.latencyP99Ms) || has(self.predictionDrift)",
-            "set at least one of errorRate, latencyP99Ms, predictionDrift",
+            "has(self.errorRate) || has(self.latencyP99Ms) || has(self.predictionDrift)"
+            " || has(self.errorRateIncrease) || has(self.latencyP99Ratio)",
+            "set at least one of errorRate, latencyP99Ms, predictionDrift, "
+            "errorRateIncrease, latencyP99Ratio",
         )
     )
 
@@ -87,22 +93,75 @@ class Thresholds(ApiModel):
     """Highest tolerated PSI between the canary's and the stable track's predictions,
     as both captured them since the last measurement. Versions must bin predictions
     alike (classifiers with the same classes); otherwise the measurement is
-    Inconclusive."""
+    Inconclusive. Read from the pods whatever the source."""
+    error_rate_increase: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Highest tolerated excess of the canary's error rate over stable's (0.02: two
+    points more). Inconclusive while either track served fewer than minRequests."""
+    latency_p99_ratio: Annotated[float, Field(gt=0)] | None = None
+    """Highest tolerated ratio of the canary's p99 latency to stable's (1.5: half as
+    slow again). Inconclusive while either track served fewer than minRequests."""
+
+
+class PromQueries(ApiModel):
+    """PromQL for source prometheus. In each, ${namespace} is the ModelDeployment's
+    namespace, ${name} its name, ${track} canary or stable, ${service} the track's
+    Service (${name}-${track}), and ${range} the span since the last measurement (a
+    range such as 30s). A query whose answer is empty reads as zero requests."""
+
+    requests: Annotated[str, Field(min_length=1, max_length=2048)] = (
+        'sum(increase(mlops_requests_total{namespace="${namespace}",service="${service}"}'
+        "[${range}]))"
+    )
+    """Requests the track served over the span."""
+    errors: Annotated[str, Field(min_length=1, max_length=2048)] = (
+        'sum(increase(mlops_requests_total{namespace="${namespace}",service="${service}",'
+        'code=~"5.."}[${range}]))'
+    )
+    """Of those, the failed ones (server errors)."""
+    latency_p99: Annotated[str, Field(min_length=1, max_length=2048)] = (
+        "histogram_quantile(0.99, sum by (le) (rate(mlops_request_duration_seconds_bucket"
+        '{namespace="${namespace}",service="${service}"}[${range}])))'
+    )
+    """The p99 latency over the span, in seconds."""
+
+    @field_validator("requests", "errors", "latency_p99")
+    @classmethod
+    def _placeholders(cls, query: str) -> str:
+        try:
+            string.Template(query).substitute(dict.fromkeys(PLACEHOLDERS, "x"))
+        except KeyError as error:
+            raise ValueError(f"unknown placeholder ${{{error.args[0]}}}") from None
+        except ValueError:
+            raise ValueError("a $ that is no placeholder; write $$ for a literal $") from None
+        return query
+
+
+PLACEHOLDERS = ("namespace", "name", "track", "service", "range")
 
 
 class MetricsSource(ApiModel):
-    """Where live metrics come from."""
+    """Where a measurement's error rate and latency come from."""
 
     model_config = rules(
-        cel("self.type == 'pods' || has(self.url)", "url is required for this source type", ".url")
+        cel("self.type == 'pods' || has(self.url)", "url is required for this source type", ".url"),
+        cel(
+            "self.type == 'prometheus' || !has(self.queries)",
+            "queries are for source type prometheus",
+            ".queries",
+        ),
     )
 
     type: Literal["pods", "prometheus", "url"] = "pods"
-    """pods: scrape the track's pods; prometheus: query a Prometheus server;
-    url: read a metrics endpoint. Only pods is implemented yet: the others are read as
-    pods (condition FieldsIgnored)."""
+    """pods: each track's Ready pods' /metrics, at their pod IPs; prometheus: the
+    queries, run on the Prometheus server at url; url: one metrics endpoint in the
+    Prometheus text format whose mlops_requests_total and
+    mlops_request_duration_seconds (or the router's mlops_router_*) carry a track
+    label, as the router's /metrics does."""
     url: HttpUrl | None = None
     """Prometheus base URL, or the metrics endpoint."""
+    queries: PromQueries | None = None
+    """PromQL for source prometheus; the defaults suit the labels a prometheus-operator
+    ServiceMonitor gives (namespace, service)."""
 
 
 class Analysis(ApiModel):
@@ -229,6 +288,9 @@ class Capture(ApiModel):
 
     sample_rate: Annotated[float, Field(ge=0, le=1)] = 1.0
     """Share of requests whose inputs and outputs are binned (0 disables)."""
+    metrics: bool = False
+    """Export the captured bin counts on /metrics (mlops_capture_bins_total, a series
+    per feature and bin), for a DriftMonitor with source prometheus."""
 
 
 class Serving(ApiModel):
@@ -407,14 +469,21 @@ class AnalysisResult(ApiModel):
 
     time: Timestamp
     """When measured."""
-    metric: Literal["errorRate", "latencyP99Ms", "predictionDrift"]
+    metric: Literal[
+        "errorRate", "latencyP99Ms", "predictionDrift", "errorRateIncrease", "latencyP99Ratio"
+    ]
     """Which metric."""
     value: float | None = None
     """Measured value; absent when inconclusive."""
+    stable: float | None = None
+    """The stable track's own errorRate or latencyP99Ms over the same span, for
+    comparison; absent when it served fewer than minRequests."""
     threshold: float
     """Limit it was held to."""
     phase: Literal["Successful", "Failed", "Inconclusive"]
     """Verdict."""
+    message: ShortText | None = None
+    """Why a measurement is inconclusive."""
 
 
 class CanaryStatus(ApiModel):
