@@ -38,7 +38,7 @@ from sklearn.preprocessing import FunctionTransformer
 from mlops_operator.conditions import parse_time
 from mlops_serving import bundle
 from mlops_serving.digest import file_digest
-from tests.argocd import health
+from tests.argocd import checked
 
 from .kube import IMAGE, Cluster, iris_bundle, wait_until
 from .operator_fixture import Operator, condition, get, start_operator, stop_operator
@@ -233,7 +233,7 @@ def test_a_healthy_canary_walks_its_steps_and_is_promoted(
         timeout=120,
     )
     assert "canary" not in mdep["status"]["tracks"]
-    assert health(mdep)[0] == "Healthy"
+    checked(mdep, "Healthy")
     assert mdep["status"]["traffic"] == {"stableWeight": 100, "canaryWeight": 0, "mirrorPercent": 0}
     wait_until(lambda: deployment(cluster, namespace, "iris-canary") is None, "the canary to go")
     header, row = cluster.kubectl("get", "mdep", "iris", "-n", namespace).stdout.splitlines()
@@ -275,7 +275,7 @@ def test_a_failing_canary_is_rolled_back_and_stays_rolled_back(
     healthy = condition(mdep, "CanaryHealthy")
     assert (healthy["status"], healthy["reason"]) == ("False", "RolledBack")
     assert healthy["message"] == status["message"]
-    assert health(mdep) == ("Degraded", f"Canary rolled back: {status['message']}")
+    checked(mdep, "Degraded", f"Canary rolled back: {status['message']}")
     events = cluster.kubectl(
         "get", "events", "-n", namespace, "--field-selector", "reason=RolledBack", "-o", "json"
     ).stdout

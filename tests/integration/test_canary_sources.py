@@ -66,10 +66,11 @@ def test_prometheus_rolls_back_a_canary_that_fails_more_than_stable(
     assert 0.15 < float(found[1]) < 0.5, status["message"]
     (failed,) = [r for r in status["analysis"] if r["phase"] == "Failed"]
     assert failed["stable"] == 0.0  # stable's own error rate, over the same span
-    # What the operator judged is what Prometheus scraped from each track's Service.
+    # What the operator judged is what Prometheus scraped from each track's Service (the
+    # canary's series went stale with its pods, rolled back: looked up over the past).
     for service in ("iris-canary", "iris-stable"):
         series = prometheus.query(
-            f'mlops_requests_total{{namespace="{namespace}",service="{service}"}}'
+            f'max_over_time(mlops_requests_total{{namespace="{namespace}",service="{service}"}}[10m])'
         )
         assert series, service
 

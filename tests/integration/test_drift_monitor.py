@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from mlops_operator.constants import GROUP, VERSION
 from mlops_serving import bundle
 from mlops_serving.digest import file_digest
-from tests.argocd import health
+from tests.argocd import checked
 
 from .kube import IMAGE, ON_KWOK, Cluster, wait_until
 from .operator_fixture import Operator, condition, custom, get, start_operator, stop_operator
@@ -300,7 +300,7 @@ def test_steady_traffic_is_no_drift_and_shifted_features_are_flagged(
     assert {f["name"] for f in status["features"]} == set(FEATURES)
     assert all(f["method"] == "ks" and 0 <= f["pValue"] <= 1 for f in status["features"])
     assert all(f["threshold"] == 0.001 for f in status["features"])
-    assert health(steady) == ("Healthy", condition(steady, "DriftDetected")["message"])
+    checked(steady, "Healthy", condition(steady, "DriftDetected")["message"])
 
     shifted = wait_until(
         lambda: judged(cluster, namespace, "shifted"), "shifted judged", timeout=60
@@ -318,9 +318,12 @@ def test_steady_traffic_is_no_drift_and_shifted_features_are_flagged(
     assert len(status["history"]) == 1
     # Argo CD: drift is news, not a fault, unless the monitor asks to be Degraded by it.
     said = f"Drift detected: {condition(shifted, 'DriftDetected')['message']}"
-    assert health(shifted) == ("Healthy", said)
-    opted = {**shifted["metadata"], "annotations": {"mlops.dev/argocd-degraded-on-drift": "true"}}
-    assert health({**shifted, "metadata": opted}) == ("Degraded", said)
+    checked(shifted, "Healthy", said)
+    opted_in = {"metadata": {"annotations": {"mlops.dev/argocd-degraded-on-drift": "true"}}}
+    custom(cluster).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "driftmonitors", "shifted", opted_in
+    )
+    checked(get(cluster, "driftmonitors", namespace, "shifted"), "Degraded", said)
 
     table = cluster.kubectl("get", "dm", "-n", namespace).stdout
     print(table)
@@ -411,10 +414,7 @@ def test_too_few_rows_and_an_unreachable_source_say_so(
     ready = wait_until(refused, "the unreachable source to be reported", timeout=60)
     assert ready["reason"] == "SourceUnreachable"
     assert "/v2/profile" in ready["message"]
-    assert health(get(cluster, "driftmonitors", namespace, "closed")) == (
-        "Degraded",
-        ready["message"],
-    )
+    checked(get(cluster, "driftmonitors", namespace, "closed"), "Degraded", ready["message"])
 
 
 def test_retraining_starts_once_per_cooldown_across_restarts(

@@ -15,7 +15,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from mlops_operator.constants import GROUP, VERSION
-from tests.argocd import health
+from tests.argocd import checked
 
 from .kube import ON_KWOK, Cluster, iris_bundle, wait_until
 from .operator_fixture import Operator, condition, get, start_operator, stop_operator
@@ -208,9 +208,9 @@ def test_model_deployed_and_ready(
     assert mv["status"]["artifact"]["sizeBytes"] == bundles["1"][0].stat().st_size
     assert mv["status"]["deployedBy"] == [{"name": "iris", "track": "stable"}]
     # As Argo CD's health checks read them.
-    assert health(mv)[0] == "Healthy"
+    checked(mv, "Healthy")
     served = get(cluster, "modeldeployments", namespace, "iris")
-    assert health(served) == ("Healthy", condition(served, "Ready")["message"])
+    checked(served, "Healthy", condition(served, "Ready")["message"])
     # Deletion never waits for the operator, and kopf keeps no state on the objects.
     for obj in (mv, get(cluster, "modeldeployments", namespace, "iris")):
         assert not obj["metadata"].get("finalizers")

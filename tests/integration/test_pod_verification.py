@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 
 from mlops_serving import bundle
 from mlops_serving.digest import file_digest
-from tests.argocd import health
+from tests.argocd import checked
 
 from .kube import IMAGE, Cluster, wait_until
 from .operator_fixture import Operator, condition, get
@@ -149,7 +149,7 @@ def test_pod_verdicts_reach_the_model_version(
     )
     refused = condition(bad, "ArtifactVerified")
     assert "does not match the pinned" in refused["message"]
-    assert health(bad) == ("Degraded", refused["message"])  # as Argo CD shows it
+    checked(bad, "Degraded", refused["message"])  # as Argo CD shows it
     assert pinned in refused["message"]
     assert "verifiedDigest" not in bad["status"]["artifact"]
     assert condition(bad, "Ready")["status"] == "False"

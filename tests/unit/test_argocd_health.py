@@ -91,3 +91,25 @@ def test_the_argocd_cm_snippet_holds_these_checks() -> None:
         f"resource.customizations.health.mlops.dev_{kind}"
         for kind in ("DriftMonitor", "ModelDeployment", "ModelVersion")
     ]
+
+
+def fixtures() -> list[tuple[str, dict[str, Any], dict[str, str]]]:
+    found = []
+    for listed in sorted(
+        (ROOT / "helm/argocd/resource_customizations").glob("*/*/health_test.yaml")
+    ):
+        for test in yaml.safe_load(listed.read_text())["tests"]:
+            obj = yaml.safe_load((listed.parent / test["inputPath"]).read_text())
+            found.append((f"{listed.parent.name}/{test['inputPath']}", obj, test["healthStatus"]))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("path", "obj", "expected"), fixtures(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_the_fixtures_the_real_operator_wrote(
+    path: str, obj: dict[str, Any], expected: dict[str, str]
+) -> None:
+    """health_test.yaml and testdata/ in Argo CD's format, recorded from the integration
+    tests (MLOPS_ARGOCD_TESTDATA=1): the checks still give what was seen then."""
+    assert health(obj) == (expected["status"], expected["message"]), path
