@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_operator import kube, promql
 from mlops_operator.api.modeldeployment import Analysis, AnalysisResult, PromQueries
+from mlops_operator.builders import child_name
 from mlops_operator.conditions import stamp_of
 from mlops_operator.constants import LABEL_DEPLOYMENT, LABEL_TRACK, SERVING_PORT
 from mlops_operator.drift.stats import psi
@@ -186,8 +187,9 @@ def judge(
     least = max(analysis.min_requests, 1)
     stable = stable if stable is not None else Reading(problem="stable was not measured")
     alone = _thin("canary", canary, least)
-    both = alone or _thin("stable", stable, least)
-    compared = _thin("stable", stable, least) is None
+    thin_stable = _thin("stable", stable, least)
+    both = alone or thin_stable
+    compared = thin_stable is None
     rows: list[tuple[str, float | None, float | None, float, str | None]] = []
     if thresholds.error_rate is not None:
         rows.append(
@@ -335,8 +337,8 @@ def render_query(template: str, namespace: str, owner: str, track: str, span: fl
         namespace=namespace,
         name=owner,
         track=track,
-        service=f"{owner}-{track}",
-        range=f"{max(math.ceil(span), 1)}s",
+        service=child_name(owner, track),
+        range=promql.range_of(span),
     )
 
 

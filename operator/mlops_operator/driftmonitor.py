@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import io
 import json
-import math
 import threading
 import time
 import urllib.error
@@ -215,7 +214,7 @@ def read_prometheus(
     seconds, as one capture window: what the pods export on /metrics with
     MLOPS_SERVING_CAPTURE_METRICS, scraped by Prometheus. Bin counts only: no raw rows
     reach Prometheus, so numeric features take the binned tests."""
-    span = f"{max(math.ceil(duration), 1)}s"
+    span = promql.range_of(duration)
 
     def increase(metric: str, by: str) -> list[tuple[dict[str, str], float]]:
         promql_text = f"sum by ({by}) (increase({metric}{{{selector}}}[{span}]))"

@@ -44,6 +44,11 @@ def _error_of(body: bytes) -> str:
         return ""
 
 
+def range_of(seconds: float) -> str:
+    """A PromQL range covering `seconds` (whole seconds, at least one)."""
+    return f"{max(math.ceil(seconds), 1)}s"
+
+
 def value(base: str, promql: str, timeout: float) -> float | None:
     """The one value a query answers; None for an empty answer or NaN."""
     series = query(base, promql, timeout)

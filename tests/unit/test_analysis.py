@@ -16,6 +16,7 @@ from mlops_operator.analysis import (
     render_query,
 )
 from mlops_operator.api.modeldeployment import Analysis, PromQueries
+from mlops_operator.builders import child_name
 from mlops_operator.drift.stats import psi
 from mlops_operator.driftmonitor import Window
 from mlops_serving.profile import FeatureProfile, Profile
@@ -187,6 +188,11 @@ def test_the_default_queries_select_the_tracks_service_over_the_span() -> None:
         'code=~"5.."}[30s]))'
     )
     assert "[1s]" in render_query(queries.requests, "models", "iris", "stable", 0.0)
+    # A long name's Service is shortened as the operator names it.
+    long = "m" * 60
+    assert f'service="{child_name(long, "canary")}"' in render_query(
+        queries.requests, "models", long, "canary", 30
+    )
 
 
 def window(prediction: list[int], categories: list[str], *windows: list[int]) -> Window:

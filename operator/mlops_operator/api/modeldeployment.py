@@ -105,7 +105,8 @@ class Thresholds(ApiModel):
 class PromQueries(ApiModel):
     """PromQL for source prometheus. In each, ${namespace} is the ModelDeployment's
     namespace, ${name} its name, ${track} canary or stable, ${service} the track's
-    Service (${name}-${track}), and ${range} the span since the last measurement (a
+    Service (${name}-${track}, shortened with a hash past 63 characters, as the
+    operator names it), and ${range} the span since the last measurement (a
     range such as 30s). A query whose answer is empty reads as zero requests."""
 
     requests: Annotated[str, Field(min_length=1, max_length=2048)] = (
