@@ -145,6 +145,16 @@ def canary_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]
     ) or {}
 
 
+def canary_reaches(cluster: Cluster, namespace: str, phase: str, what: str) -> dict[str, Any]:
+    """status.canary of iris once its phase is `phase`."""
+
+    def reached() -> dict[str, Any] | None:
+        status = canary_status(cluster, namespace, "iris")
+        return status if status.get("phase") == phase else None
+
+    return wait_until(reached, what, timeout=240, interval=0.5)
+
+
 def router_table(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     """The table one of the router's pods has in force ({} while none answers)."""
     pods = client.CoreV1Api(cluster.api).list_namespaced_pod(
@@ -249,13 +259,8 @@ def test_a_failing_canary_is_rolled_back_and_stays_rolled_back(
     create(cluster, namespace, "modeldeployments", body)
     url = "http://" + wait_until(lambda: entry_ip(cluster, namespace, "iris"), "the entry Service")
     with Traffic(url):
-        status = wait_until(
-            lambda: (
-                (s := canary_status(cluster, namespace, "iris")).get("phase") == "RolledBack" and s
-            ),
-            "the faulty canary to be rolled back",
-            timeout=240,
-            interval=0.5,
+        status = canary_reaches(
+            cluster, namespace, "RolledBack", "the faulty canary to be rolled back"
         )
     assert status["weight"] == 0
     # About a third of the canary's requests failed (which third reached it is random).

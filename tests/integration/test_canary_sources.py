@@ -20,7 +20,7 @@ from .operator_fixture import Operator, get
 from .prometheus import Prometheus, prometheus  # noqa: F401 - a fixture
 from .test_canary import (
     Traffic,
-    canary_status,
+    canary_reaches,
     entry_ip,
     on_real_node,
     versions,  # noqa: F401 - a fixture
@@ -49,13 +49,8 @@ def test_prometheus_rolls_back_a_canary_that_fails_more_than_stable(
     create(cluster, namespace, "modeldeployments", body)
     url = "http://" + wait_until(lambda: entry_ip(cluster, namespace, "iris"), "the entry Service")
     with Traffic(url):
-        status = wait_until(
-            lambda: (
-                (s := canary_status(cluster, namespace, "iris")).get("phase") == "RolledBack" and s
-            ),
-            "the faulty canary to be rolled back",
-            timeout=240,
-            interval=0.5,
+        status = canary_reaches(
+            cluster, namespace, "RolledBack", "the faulty canary to be rolled back"
         )
     # The faulty model fails on the third of the rows it gets; stable on none of them.
     found = re.fullmatch(
@@ -94,14 +89,7 @@ def test_the_routers_metrics_promote_a_healthy_canary(
     canary = {"version": "2", "steps": steps, "analysis": analysis}
     patch(cluster, namespace, "modeldeployments", "iris", {"spec": {"canary": canary}})
     with Traffic(f"http://{address}"):
-        status = wait_until(
-            lambda: (
-                (s := canary_status(cluster, namespace, "iris")).get("phase") == "Promoted" and s
-            ),
-            "the canary to be promoted",
-            timeout=240,
-            interval=0.5,
-        )
+        status = canary_reaches(cluster, namespace, "Promoted", "the canary to be promoted")
     results = status["analysis"]
     # The router's counters are read once for a baseline, then judged by difference.
     assert results[0]["phase"] == "Inconclusive"

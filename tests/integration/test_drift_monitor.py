@@ -158,6 +158,22 @@ def create(cluster: Cluster, namespace: str, plural: str, body: dict[str, Any]) 
     custom(cluster).create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
 
 
+def model_version(number: str, uri: str, digest: str, **spec: Any) -> dict[str, Any]:
+    """ModelVersion shift-<number> of the shift model, at `uri`."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelVersion",
+        "metadata": {"name": f"shift-{number}"},
+        "spec": {
+            "model": "shift",
+            "version": number,
+            "framework": "sklearn",
+            "artifact": {"uri": uri, "digest": digest},
+            **spec,
+        },
+    }
+
+
 def registered(
     cluster: Cluster,
     namespace: str,
@@ -168,23 +184,9 @@ def registered(
     """The model registered (from `uri`, or the file) and deployed: on kwok, where its
     pods only look Running, unless `deployment` says otherwise."""
     path, digest = built
-    create(
-        cluster,
-        namespace,
-        "modelversions",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ModelVersion",
-            "metadata": {"name": "shift-1"},
-            "spec": {
-                "model": "shift",
-                "version": "1",
-                "framework": "sklearn",
-                "artifact": {"uri": uri or f"file://{path}", "digest": digest},
-                "lineage": {"runId": "run-42", "datasetUri": "s3://data/shift.parquet"},
-            },
-        },
-    )
+    lineage = {"runId": "run-42", "datasetUri": "s3://data/shift.parquet"}
+    body = model_version("1", uri or f"file://{path}", digest, lineage=lineage)
+    create(cluster, namespace, "modelversions", body)
     create(
         cluster,
         namespace,
@@ -586,22 +588,7 @@ def test_rollback_canary_rolls_back_a_drifting_canary_through_its_rollout(
     servers: dict[str, str],
 ) -> None:
     path, digest = built
-    create(
-        cluster,
-        namespace,
-        "modelversions",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ModelVersion",
-            "metadata": {"name": "shift-2"},
-            "spec": {
-                "model": "shift",
-                "version": "2",
-                "framework": "sklearn",
-                "artifact": {"uri": f"file://{path}", "digest": digest},
-            },
-        },
-    )
+    create(cluster, namespace, "modelversions", model_version("2", f"file://{path}", digest))
     canary = {"version": "2", "steps": [{"setWeight": 50}, {"pause": {}}]}
     registered(cluster, namespace, built, canary=canary)
 
