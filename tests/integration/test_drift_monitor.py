@@ -438,6 +438,15 @@ def test_retraining_starts_once_per_cooldown_across_restarts(
             monitor("retrain", servers["shifted"], actions=actions),
         )
         wait_until(lambda: jobs(cluster, namespace), "the first retraining Job", timeout=60)
+        # The Job comes before the run's status: killed in between, the first run would
+        # leave no history (the 45m round below makes that case on purpose).
+        wait_until(
+            lambda: (get(cluster, "driftmonitors", namespace, "retrain").get("status") or {}).get(
+                "history"
+            ),
+            "the first run recorded",
+            timeout=60,
+        )
         for interval in ("30m", "45m"):
             # A new spec is due at once; so is every monitor after a crash.
             registered_operator.kill()
