@@ -32,6 +32,9 @@ from mlops_operator.constants import (
 )
 from mlops_serving.routing import TABLE_KEY
 
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+"""Set by the API server on every namespace: its name."""
+
 Manifest = dict[str, Any]
 SECRETS_ROOT = "/var/run/secrets/mlops"
 ROUTER = "router"
@@ -96,6 +99,8 @@ class RenderConfig:
     scratch_size_limit: str = "8Gi"
     """sizeLimit of the serving pods' /tmp emptyDir, which holds the verified copy of
     the artifact and its unpacked bundle."""
+    operator_namespace: str | None = None
+    """Where the operator runs, which a ModelDeployment's NetworkPolicy admits."""
 
 
 def child_name(owner: str, track: str) -> str:
@@ -496,6 +501,34 @@ def render_entry(owner: Owner, selector: Mapping[str, str]) -> Manifest:
             "type": "ClusterIP",
             "selector": dict(selector),
             "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def render_network_policy(
+    spec: ModelDeploymentSpec, owner: Owner, config: RenderConfig
+) -> Manifest:
+    """spec.networkPolicy: ingress to every pod of the deployment (tracks and router),
+    on the serving port, from its router, the operator's namespace and the callers
+    named. An operator outside the cluster has no namespace to admit: it reaches pods
+    from a node, as the kubelet's probes do."""
+    assert spec.network_policy is not None  # noqa: S101 - called only when it is set
+    peers: list[Manifest] = [{"podSelector": {"matchLabels": selector_labels(owner, ROUTER)}}]
+    if config.operator_namespace:
+        name = {NAMESPACE_NAME_LABEL: config.operator_namespace}
+        peers.append({"namespaceSelector": {"matchLabels": name}})
+    peers += [
+        peer.model_dump(by_alias=True, exclude_defaults=True, mode="json")
+        for peer in spec.network_policy.from_
+    ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": plain_metadata(owner, owner.name, "network-policy"),
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_DEPLOYMENT: owner.name}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers, "ports": [{"port": "http", "protocol": "TCP"}]}],
         },
     }
 

@@ -35,7 +35,7 @@ from mlops_operator.constants import (
     MANAGED_BY,
     VERSION,
 )
-from mlops_operator.metrics import DRIFT, reconciling
+from mlops_operator.metrics import CANARY, DRIFT, reconciling
 from mlops_operator.settings import OperatorSettings
 from mlops_operator.tracks import TrackVersion
 
@@ -169,6 +169,7 @@ async def model_deployment(type: str | None, body: Body, logger: Log, **_: Any) 
         kube.LEDGER.forget(meta["namespace"], meta["name"])
         kube.forget_lock(meta["namespace"], meta["name"])
         analysis.BASELINES.forget(meta["namespace"], meta["name"])
+        CANARY.forget(meta["namespace"], meta["name"])
         ROLLOUTS.plan((modeldeployment.PLURAL, meta["namespace"], meta["name"]), None)
         return
     key = modeldeployment.change_key(body)

@@ -4,9 +4,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from mlops_operator.api.modeldeployment import CanaryPhase
 
 if TYPE_CHECKING:
     from mlops_operator.drift import DriftReport
@@ -93,6 +95,30 @@ class DriftGauges:
                 _remove(gauge, namespace, monitor, name, method)
 
 
+class CanaryGauge:
+    """Each ModelDeployment's canary phase, one series per deployment at 1 (the
+    phase in force), as kube-state-metrics shows a pod's phase. A deployment without
+    a canary, or deleted, has none."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.phase = Gauge(
+            "mlops_canary_phase",
+            "1 for the phase of the ModelDeployment's canary",
+            ["namespace", "modeldeployment", "phase"],
+            registry=registry,
+        )
+
+    def set(self, namespace: str, deployment: str, phase: str | None) -> None:
+        for each in get_args(CanaryPhase):
+            if each != phase:
+                _remove(self.phase, namespace, deployment, each)
+        if phase is not None:
+            self.phase.labels(namespace, deployment, phase).set(1)
+
+    def forget(self, namespace: str, deployment: str) -> None:
+        self.set(namespace, deployment, None)
+
+
 def _remove(gauge: Gauge, *labels: str) -> None:
     """Drop one label set; one never set is no error."""
     try:
@@ -102,3 +128,4 @@ def _remove(gauge: Gauge, *labels: str) -> None:
 
 
 DRIFT = DriftGauges()
+CANARY = CanaryGauge()

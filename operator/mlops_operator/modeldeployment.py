@@ -27,6 +27,7 @@ from mlops_operator.builders import (
     ResolvedVersion,
     child_name,
     render_entry,
+    render_network_policy,
     render_router,
     render_track,
     replicas_of,
@@ -35,6 +36,7 @@ from mlops_operator.builders import (
 )
 from mlops_operator.conditions import Reporter, condition, merge, parse_time
 from mlops_operator.constants import ANNOTATION_MODEL_VERSION, ANNOTATION_ROLLOUT
+from mlops_operator.metrics import CANARY
 from mlops_operator.settings import OperatorSettings
 from mlops_operator.tracks import TrackVersion, build_status, stable_only, track_state
 from mlops_serving import routing
@@ -225,16 +227,7 @@ def _apply(
     if planned.router:
         table = routing.render(traffic.routing_table(owner.name, spec, planned, addresses))
         router_ready = _apply_router(render_router(spec, owner, table, config), desired)
-    if router_ready:
-        selector = selector_labels(owner, ROUTER)
-    elif spec.traffic.mode == "replicas":
-        selector = serving_selector(owner)
-    else:
-        selector = selector_labels(owner, "stable")
-    entry = [render_entry(owner, selector)]
-    if spec.traffic.mode == "gatewayAPI":
-        entry.append(traffic.http_route(owner, spec, planned))
-    for child in entry:
+    for child in _shared_children(spec, owner, planned, config, router_ready=router_ready):
         desired.append(child)
         kube.apply(child)
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
@@ -248,6 +241,30 @@ def _apply(
             )
         report.normal("ChildDeleted", f"deleted {kind} {stale}: no longer part of the spec")
     return Applied(deployments, router_ready)
+
+
+def _shared_children(
+    spec: ModelDeploymentSpec,
+    owner: Owner,
+    planned: traffic.Plan,
+    config: RenderConfig,
+    *,
+    router_ready: bool,
+) -> list[Object]:
+    """The children of no one track: the entry Service (over the router once it is
+    Ready, both tracks in mode replicas, else stable), the HTTPRoute, the NetworkPolicy."""
+    if router_ready:
+        selector = selector_labels(owner, ROUTER)
+    elif spec.traffic.mode == "replicas":
+        selector = serving_selector(owner)
+    else:
+        selector = selector_labels(owner, "stable")
+    shared = [render_entry(owner, selector)]
+    if spec.traffic.mode == "gatewayAPI":
+        shared.append(traffic.http_route(owner, spec, planned))
+    if spec.network_policy is not None:
+        shared.append(render_network_policy(spec, owner, config))
+    return shared
 
 
 def _apply_router(children: list[Object], desired: list[Object]) -> bool:
@@ -423,6 +440,7 @@ def _record_rollout(
         None if canary is None else canary.model_dump(by_alias=True, exclude_none=True, mode="json")
     )
     gone = {t: None for t in (old.get("tracks") or {}) if t not in planned.tracks}
+    CANARY.set(meta["namespace"], meta["name"], None if canary is None else canary.phase)
     changes: Object = {}
     # The first split of stable alone goes with the status writer's first write.
     if old.get("traffic") != split and (old.get("traffic") or not stable_only(spec)):
@@ -459,6 +477,7 @@ def _config(settings: OperatorSettings) -> RenderConfig:
         settings.cluster_domain,
         settings.default_requests,
         settings.scratch_size_limit,
+        settings.operator_namespace,
     )
 
 

@@ -39,6 +39,10 @@ class OperatorSettings(BaseSettings):
     """Most bytes read of an artifact for verification."""
     cluster_domain: str = "cluster.local"
     """DNS suffix for the in-cluster URLs in status."""
+    operator_namespace: str | None = None
+    """The operator's own namespace (the chart sets it from the pod's): a
+    ModelDeployment's spec.networkPolicy admits it, so that analysis and drift can
+    read the pods."""
     liveness_port: int = Field(default=8081, ge=0, le=65535)
     """Port of kopf's liveness endpoint /healthz (0 disables it)."""
     metrics_port: int = Field(default=9090, ge=0, le=65535)

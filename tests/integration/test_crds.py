@@ -378,6 +378,27 @@ INVALID: list[tuple[str, str, Mutation, str]] = [
         deleter("spec.canary"),
         "spec.traffic.headerRoutes",
     ),
+    (
+        "ModelDeployment",
+        "network peer naming nothing",
+        setter("spec.networkPolicy.from", [{}]),
+        "spec.networkPolicy.from[0]",
+    ),
+    (
+        "ModelDeployment",
+        "ipBlock with a selector",
+        setter("spec.networkPolicy.from", [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]),
+        "spec.networkPolicy.from[0].ipBlock",
+    ),
+    (
+        "ModelDeployment",
+        "unknown selector operator",
+        setter(
+            "spec.networkPolicy.from",
+            [{"podSelector": {"matchExpressions": [{"key": "app", "operator": "Like"}]}}],
+        ),
+        "spec.networkPolicy.from[0].podSelector.matchExpressions[0].operator",
+    ),
     ("DriftMonitor", "driftShare above 1", setter("spec.driftShare", 1.5), "spec.driftShare"),
     ("DriftMonitor", "negative interval", setter("spec.interval", "-5m"), "spec.interval"),
     (

@@ -54,6 +54,9 @@ def model_version(
     }
 
 
+PINNED = "registry.example/serving@sha256:" + "5e" * 32
+
+
 def model_deployment(name: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -230,7 +233,7 @@ def test_version_and_image_changes_roll_out_and_delete_collects(
         namespace,
         "modeldeployments",
         "iris",
-        {"spec": {"stable": {"version": "2"}, "image": "registry.example/serving:2"}},
+        {"spec": {"stable": {"version": "2"}, "image": PINNED}},
     )
     rolled = wait_until(
         lambda: (
@@ -242,7 +245,7 @@ def test_version_and_image_changes_roll_out_and_delete_collects(
         timeout=60,
     )
     assert isinstance(rolled, client.V1Deployment)
-    assert rolled.spec.template.spec.containers[0].image == "registry.example/serving:2"
+    assert rolled.spec.template.spec.containers[0].image == PINNED
     mdep = wait_until(
         lambda: (
             (m := ready(cluster, namespace, "iris"))
@@ -268,6 +271,45 @@ def test_version_and_image_changes_roll_out_and_delete_collects(
         "garbage collection of every child",
         timeout=60,
     )
+
+
+def test_a_network_policy_admits_the_callers_named_and_leaves_with_the_field(
+    cluster: Cluster, namespace: str, operator: Operator, bundles: dict[str, tuple[Path, str]]
+) -> None:
+    """The local plane enforces no NetworkPolicy (no CNI here does): this checks the
+    object the operator writes and removes, not packets refused."""
+    create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
+    callers = {"namespaceSelector": {"matchLabels": {"team": "web"}}}
+    create(
+        cluster,
+        namespace,
+        "modeldeployments",
+        model_deployment("iris", networkPolicy={"from": [callers]}),
+    )
+    networking = client.NetworkingV1Api(cluster.api)
+
+    def policy() -> client.V1NetworkPolicy | None:
+        return absent_as_none(networking.read_namespaced_network_policy, "iris", namespace)
+
+    written = wait_until(policy, "the ModelDeployment's NetworkPolicy", timeout=60)
+    assert written.spec.pod_selector.match_labels == {"mlops.dev/deployment": "iris"}
+    (rule,) = written.spec.ingress or []
+    assert [p.to_dict() for p in rule.ports] == [
+        {"port": "http", "protocol": "TCP", "end_port": None}
+    ]
+    admitted = [
+        (
+            p.pod_selector and p.pod_selector.match_labels,
+            p.namespace_selector and p.namespace_selector.match_labels,
+        )
+        for p in rule._from
+    ]
+    assert admitted == [
+        ({"mlops.dev/deployment": "iris", "mlops.dev/track": "router"}, None),
+        (None, {"team": "web"}),
+    ]
+    patch(cluster, namespace, "modeldeployments", "iris", {"spec": {"networkPolicy": None}})
+    wait_until(lambda: policy() is None, "the NetworkPolicy deleted with its field", timeout=60)
 
 
 def test_edited_and_deleted_children_are_restored(

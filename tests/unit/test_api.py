@@ -73,11 +73,17 @@ def test_sample_is_valid_for_the_pydantic_model(resource: Resource) -> None:
     assert spec.model_dump(by_alias=True, exclude_unset=True) == doc["spec"]
 
 
-def test_chart_copy_matches_crds() -> None:
-    for resource in RESOURCES:
-        name = f"{resource.plural}.mlops.dev.yaml"
-        chart = ROOT / "helm" / "mlops-operator" / "crds" / name
-        assert chart.read_text() == (ROOT / "crds" / name).read_text()
+def test_chart_copy_is_crds_kept_on_uninstall() -> None:
+    for name in [f"{r.plural}.mlops.dev.yaml" for r in RESOURCES] + ["modelversion-approval.yaml"]:
+        chart = list(
+            yaml.safe_load_all((ROOT / "helm/mlops-operator/files/crds" / name).read_text())
+        )
+        plain = list(yaml.safe_load_all((ROOT / "crds" / name).read_text()))
+        assert len(chart) == len(plain)
+        for kept, document in zip(chart, plain, strict=True):
+            annotations = kept["metadata"].pop("annotations")
+            assert annotations == {"helm.sh/resource-policy": "keep"}
+            assert kept == document
 
 
 def test_reference_documents_every_kind() -> None:

@@ -21,6 +21,7 @@ from mlops_operator.builders import (
     child_name,
     entry_url,
     render_entry,
+    render_network_policy,
     render_router,
     render_track,
     selector_labels,
@@ -322,3 +323,48 @@ def test_the_entry_service_selects_what_it_is_told() -> None:
         "mlops.dev/deployment": "iris",
         "app.kubernetes.io/name": "mlops-serving",
     }
+
+
+def test_network_policy_snapshot_admits_the_router_the_operator_and_the_callers_named() -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {
+            "model": "iris",
+            "stable": {"version": "3"},
+            "networkPolicy": {
+                "from": [
+                    {"namespaceSelector": {"matchLabels": {"team": "web"}}},
+                    {
+                        "podSelector": {
+                            "matchExpressions": [
+                                {"key": "app", "operator": "In", "values": ["gateway"]}
+                            ]
+                        }
+                    },
+                    {"ipBlock": {"cidr": "192.0.2.0/24", "except": ["192.0.2.7/32"]}},
+                ]
+            },
+        }
+    )
+    config = RenderConfig(image=CONFIG.image, operator_namespace="mlops-system")
+    policy = render_network_policy(spec, OWNER, config)
+    snapshot("network-policy", [policy])
+    pods = policy["spec"]["podSelector"]["matchLabels"]
+    router = render_router(spec, OWNER, "{}", config)
+    serving = render_track(spec, OWNER, "stable", VERSION, config)
+    for child in (*router, *serving):
+        if child["kind"] == "Deployment":
+            labels = child["spec"]["template"]["metadata"]["labels"]
+            assert pods.items() <= labels.items(), child["metadata"]["name"]
+    admitted = policy["spec"]["ingress"][0]["from"]
+    router_pods = next(c for c in router if c["kind"] == "Deployment")
+    router_labels = router_pods["spec"]["template"]["metadata"]["labels"]
+    assert admitted[0]["podSelector"]["matchLabels"].items() <= router_labels.items()
+
+
+def test_without_its_namespace_the_operator_is_not_admitted_by_name() -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {"model": "iris", "stable": {"version": "3"}, "networkPolicy": {}}
+    )
+    policy = render_network_policy(spec, OWNER, CONFIG)
+    router = {"mlops.dev/deployment": "iris", "mlops.dev/track": "router"}
+    assert policy["spec"]["ingress"][0]["from"] == [{"podSelector": {"matchLabels": router}}]

@@ -4,9 +4,12 @@ status and requeue out. No clock, no API."""
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_operator.api.modeldeployment import AnalysisResult, Canary, CanaryStatus
 from mlops_operator.conditions import parse_time, stamp_of
+from mlops_operator.metrics import CanaryGauge
 from mlops_operator.rollout import Command, Decision, Observation, decide, measure_due
 
 T0 = parse_time("2026-12-02T12:00:00Z")
@@ -304,3 +307,25 @@ def test_a_commands_reason_is_the_rollouts_message(
 ) -> None:
     decision = decide(SPEC, at(3), seen(command=command, reason=reason), T0 + 1)
     assert decision.status.message == message
+
+
+def test_the_canary_gauge_holds_one_series_at_the_phase_in_force() -> None:
+    registry = CollectorRegistry()
+    gauge = CanaryGauge(registry)
+
+    def series() -> dict[tuple[str, str], float]:
+        return {
+            (s.labels["modeldeployment"], s.labels["phase"]): s.value
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            for s in family.samples
+            if s.name == "mlops_canary_phase"
+        }
+
+    gauge.set("n", "iris", "Progressing")
+    gauge.set("n", "wine", "Paused")
+    assert series() == {("iris", "Progressing"): 1.0, ("wine", "Paused"): 1.0}
+    gauge.set("n", "iris", "RolledBack")
+    assert series() == {("iris", "RolledBack"): 1.0, ("wine", "Paused"): 1.0}
+    gauge.set("n", "wine", None)  # the canary left the spec
+    gauge.forget("n", "iris")  # the ModelDeployment was deleted
+    assert series() == {}

@@ -23,6 +23,24 @@ app.kubernetes.io/name: mlops-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{- define "mlops-operator.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* auto, true or false: whether to render an optional monitoring.coreos.com/v1 object. */}}
+{{- define "mlops-operator.monitoring" -}}
+{{- $enabled := toString (index . 0) -}}
+{{- $context := index . 1 -}}
+{{- $kind := index . 2 -}}
+{{- if or (eq $enabled "true") (and (eq $enabled "auto") ($context.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" $kind))) -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{/* What the operator does in each namespace it watches. */}}
 {{- define "mlops-operator.namespacedRules" -}}
 - apiGroups: [mlops.dev]
@@ -64,6 +82,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 # Traffic mode gatewayAPI: the weighted HTTPRoute.
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
+  verbs: [get, list, watch, create, update, patch, delete]
+# spec.networkPolicy: the ModelDeployment's NetworkPolicy.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
   verbs: [get, list, watch, create, update, patch, delete]
 # DriftMonitor retraining: a Job, created once.
 - apiGroups: [batch]

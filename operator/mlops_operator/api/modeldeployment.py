@@ -354,6 +354,69 @@ class Scheduling(ApiModel):
     """A PriorityClass for the serving pods."""
 
 
+class LabelRequirement(ApiModel):
+    """One matchExpressions entry of a label selector."""
+
+    key: ShortText
+    """The label's key."""
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    """How the label's value is compared with `values`."""
+    values: Annotated[list[ShortText], Field(max_length=64)] = []
+    """For In and NotIn; empty for Exists and DoesNotExist."""
+
+
+class LabelSelector(ApiModel):
+    """A core label selector: every label and expression must match."""
+
+    match_labels: Annotated[dict[str, ShortText], Field(max_length=32)] | None = None
+    """Labels that must have these values."""
+    match_expressions: Annotated[list[LabelRequirement], Field(max_length=16)] = []
+    """Further requirements on labels."""
+
+
+class IPBlock(ApiModel):
+    """Addresses outside the cluster (a load balancer's, an office's)."""
+
+    cidr: Annotated[str, Field(min_length=1, max_length=64)]
+    """The addresses admitted, e.g. 192.0.2.0/24."""
+    except_: Annotated[list[Annotated[str, Field(max_length=64)]], Field(alias="except")] = []
+    """CIDRs inside `cidr` that are not admitted."""
+
+
+class NetworkPeer(ApiModel):
+    """Callers, as a NetworkPolicyPeer names them: pods (in this namespace, or in the
+    namespaces selected), or an IP block."""
+
+    model_config = rules(
+        cel(
+            "has(self.podSelector) || has(self.namespaceSelector) || has(self.ipBlock)",
+            "name podSelector, namespaceSelector or ipBlock",
+        ),
+        cel(
+            "!has(self.ipBlock) || !(has(self.podSelector) || has(self.namespaceSelector))",
+            "ipBlock stands alone, without podSelector or namespaceSelector",
+            ".ipBlock",
+        ),
+    )
+
+    pod_selector: LabelSelector | None = None
+    """Pods admitted: in this namespace, or with namespaceSelector, in those namespaces."""
+    namespace_selector: LabelSelector | None = None
+    """Namespaces whose pods (those of podSelector, if set) are admitted."""
+    ip_block: IPBlock | None = None
+    """Addresses admitted, for callers outside the cluster."""
+
+
+class NetworkPolicy(ApiModel):
+    """An ingress NetworkPolicy (named as the ModelDeployment) over all its pods, every
+    track and the router. It admits, on the serving port only: the router, the
+    operator's namespace (analysis and drift read the pods), and the callers in
+    `from`. Everything else is refused where the cluster enforces NetworkPolicy."""
+
+    from_: Annotated[list[NetworkPeer], Field(max_length=32, alias="from")] = []
+    """Who may call the model: its clients, an ingress controller, your Prometheus."""
+
+
 class ModelDeploymentSpec(ApiModel):
     """Serve spec.model: a stable track, and optionally a canary and a mirror."""
 
@@ -424,6 +487,8 @@ class ModelDeploymentSpec(ApiModel):
     """Batching, capture and auth of the serving process."""
     scheduling: Scheduling = Scheduling()
     """Node selection, tolerations, affinity and priority of every track's pods."""
+    network_policy: NetworkPolicy | None = None
+    """Admit only the router, the operator and the callers named; unset, no policy."""
     require_approval: bool = False
     """Refuse ModelVersions whose approval state is not Approved."""
 
@@ -487,10 +552,13 @@ class AnalysisResult(ApiModel):
     """Why a measurement is inconclusive."""
 
 
+CanaryPhase = Literal["Progressing", "Paused", "Promoted", "RolledBack"]
+
+
 class CanaryStatus(ApiModel):
     """Rollout progress: everything the rollout needs to resume after a restart."""
 
-    phase: Literal["Progressing", "Paused", "Promoted", "RolledBack"] = "Progressing"
+    phase: CanaryPhase = "Progressing"
     """Where the rollout of this canary stands; Promoted and RolledBack hold until the
     canary's artifact changes (or, after a rollback, a retry)."""
     digest: Digest | None = None
