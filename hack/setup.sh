@@ -42,4 +42,21 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 
+# checkov pins its own dependencies, which clash with ours: it gets a venv of its
+# own, linked into .venv/bin.
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
+checkov="$MLOPS_CACHE_DIR/checkov-$CHECKOV_VERSION"
+if [ ! -x "$checkov/bin/checkov" ]; then
+  log "installing checkov $CHECKOV_VERSION into $checkov"
+  rm -rf "$checkov" && python3 -m venv "$checkov"
+  if ! "$checkov/bin/pip" install -q "checkov==$CHECKOV_VERSION" >"$checkov.log" 2>&1; then
+    cat "$checkov.log" >&2
+    rm -rf "$checkov"
+    log "pip install checkov failed"
+    exit 1
+  fi
+fi
+ln -sf "$checkov/bin/checkov" .venv/bin/checkov
+
 hack/build-tools.sh >/dev/null
