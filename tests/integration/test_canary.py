@@ -204,10 +204,14 @@ def test_a_healthy_canary_walks_its_steps_and_is_promoted(
     create(cluster, namespace, "modeldeployments", body)
     url = "http://" + wait_until(lambda: entry_ip(cluster, namespace, "iris"), "the entry Service")
     seen: list[tuple[str, int, int | None]] = []
+    midway: list[dict[str, Any]] = []
 
     def watch() -> bool:
-        status = canary_status(cluster, namespace, "iris")
+        mdep = get(cluster, "modeldeployments", namespace, "iris")
+        status = (mdep.get("status") or {}).get("canary") or {}
         phase, weight = status.get("phase", ""), int(status.get("weight", 0))
+        if weight == 50 and not midway:
+            midway.append(mdep)
         router = router_weight(cluster, namespace, "iris") if phase == "Progressing" else None
         if not seen or seen[-1][:2] != (phase, weight):
             seen.append((phase, weight, router))
@@ -224,6 +228,8 @@ def test_a_healthy_canary_walks_its_steps_and_is_promoted(
     assert phases[-1] == ("Promoted", 100)
     # The router followed each weight the status announced.
     assert all(router == weight for phase, weight, router in seen if router is not None), seen
+    said = midway[0]["status"]["canary"].get("message", "")
+    checked(midway[0], "Progressing", f"Canary at 50%: {said}")
     # Both tracks answered while the canary ran, and the analysis passed.
     assert {track for (_, track) in traffic.answers} >= {"stable", "canary"}, traffic.answers
     status = canary_status(cluster, namespace, "iris")
@@ -330,6 +336,18 @@ def test_header_routes_reach_the_canary_at_weight_zero_and_the_mirror_gets_copie
         interval=1,
     )
     assert canary_status(cluster, namespace, "iris")["weight"] == 0
+    # A person pauses it (its step already holds it until promoted): Argo CD shows
+    # it Suspended, and routing goes on as before.
+    kubectl_mlops(cluster, "pause", "mdep/iris", "-n", namespace)
+    paused = wait_until(
+        lambda: (
+            (m := get(cluster, "modeldeployments", namespace, "iris"))["status"].get("phase")
+            == "Paused"
+            and m
+        ),
+        "the canary to be paused",
+    )
+    checked(paused, "Suspended", "Canary paused: paused by request")
     wait_until(
         lambda: router_table(cluster, namespace, "iris").get("endpoints", {}).get("mirror"),
         "the router to know the mirror's pod",

@@ -56,6 +56,25 @@ def create(cluster: Cluster, namespace: str, doc: Doc) -> Doc:
     return created
 
 
+def test_the_argocd_example_is_what_the_api_server_accepts(
+    cluster: Cluster, namespace: str, crds: None
+) -> None:
+    """helm/argocd/example/: the Application's path holds the manifests, and the API
+    server accepts every one as Argo CD would send it, strictly (no unknown field)."""
+    example = ROOT / "helm" / "argocd" / "example"
+    application = yaml.safe_load((example / "application.yaml").read_text())
+    assert application["kind"] == "Application"
+    assert "ignoreDifferences" not in application["spec"]
+    manifests = sorted((example / application["spec"]["source"]["path"]).glob("*.yaml"))
+    kinds = {yaml.safe_load(path.read_text())["kind"] for path in manifests}
+    assert kinds == {"ModelVersion", "ModelDeployment", "DriftMonitor"}
+    applied = cluster.kubectl(
+        "apply", "--server-side", "--dry-run=server", "--validate=strict", "-n", namespace,
+        *(arg for path in manifests for arg in ("-f", str(path))),
+    )  # fmt: skip
+    assert applied.stdout.count("serverside-applied (server dry run)") == len(manifests)
+
+
 def test_samples_are_accepted_and_shown_with_printer_columns(
     cluster: Cluster, namespace: str, crds: None
 ) -> None:

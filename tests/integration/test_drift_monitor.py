@@ -303,6 +303,10 @@ def test_steady_traffic_is_no_drift_and_shifted_features_are_flagged(
     assert all(f["method"] == "ks" and 0 <= f["pValue"] <= 1 for f in status["features"])
     assert all(f["threshold"] == 0.001 for f in status["features"])
     checked(steady, "Healthy", condition(steady, "DriftDetected")["message"])
+    custom(cluster).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "driftmonitors", "steady", {"spec": {"suspend": True}}
+    )
+    checked(get(cluster, "driftmonitors", namespace, "steady"), "Suspended")
 
     shifted = wait_until(
         lambda: judged(cluster, namespace, "shifted"), "shifted judged", timeout=60
