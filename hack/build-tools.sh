@@ -3,6 +3,7 @@
 # keyed by the pinned versions in hack/versions.env. Each tool gets its own wrapper
 # module so that minimal version selection never mixes their dependencies.
 # Prints the bin directory on stdout when done; progress goes to stderr.
+# `hack/build-tools.sh kind` builds kind alone (for hack/kind-e2e.sh).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -86,7 +87,21 @@ build_helm() {
       -o "$TOOLS_BIN/helm" helm.sh/helm/v3/cmd/helm)
 }
 
+build_kind() {
+  local d=$work/kind
+  new_module "$d" localkind 1.24
+  (cd "$d" && go get "sigs.k8s.io/kind@$KIND_VERSION" \
+    && go build -ldflags "-s -w" -o "$TOOLS_BIN/kind" sigs.k8s.io/kind)
+}
+
 total=$SECONDS
+if [ "${1:-}" = kind ]; then  # hack/kind-e2e.sh's kind, in a folder of its own
+  TOOLS_BIN="$MLOPS_CACHE_DIR/tools/kind-$KIND_VERSION/bin"
+  mkdir -p "$TOOLS_BIN"
+  build kind kind
+  echo "$TOOLS_BIN"
+  exit 0
+fi
 build etcd etcd
 build kwok kwok
 build helm helm

@@ -141,29 +141,7 @@ apiserver_ready() { curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --ke
 
 create_nodes() {
   local n
-  for n in "${NODES[@]}"; do
-    kubectl_ apply -f - >/dev/null <<NODE
-apiVersion: v1
-kind: Node
-metadata:
-  name: $n
-  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
-  labels:
-    kubernetes.io/hostname: $n
-    kubernetes.io/os: linux
-    kubernetes.io/arch: amd64
-    kubernetes.io/role: agent
-    node-role.kubernetes.io/agent: ""
-    type: kwok
-    topology.kubernetes.io/zone: zone-${n##*-}
-spec:
-  # Only pods that ask for a kwok node land here: the rest run on the real node.
-  taints: [{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}]
-status:
-  allocatable: {cpu: "1000", memory: 4Ti, pods: "2000"}
-  capacity: {cpu: "1000", memory: 4Ti, pods: "2000"}
-NODE
-  done
+  for n in "${NODES[@]}"; do kwok_node "$n" | kubectl_ apply -f - >/dev/null; done
 }
 
 nodes_ready() {

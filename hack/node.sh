@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The local plane's real node: containerd, runc and the CNI plugins from Debian, and
 # a kubelet and kube-proxy built from the control plane's own module. Sourced by
 # hack/cluster.sh, which defines STATE, PKI, PIDS, LOGS, TOOLS_BIN, log, die, start,

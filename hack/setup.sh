@@ -10,7 +10,8 @@ missing=()
 # wrk is for hack/bench_serving.py; containerd, runc, the CNI plugins, iptables and gcc
 # (for the pod sandbox's program) are the local plane's real node (hack/node.sh);
 # prometheus is the server the canary analysis' prometheus source is tested against.
-for tool in openssl curl git wrk containerd runc iptables gcc prometheus; do
+# shellcheck checks the scripts, hack/kind-e2e.sh among them, which cannot run here.
+for tool in openssl curl git wrk containerd runc iptables gcc prometheus shellcheck; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)

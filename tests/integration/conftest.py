@@ -27,6 +27,7 @@ from mlops_operator.constants import GROUP
 from .kube import (
     REAL_NODE,
     ROOT,
+    Bridge,
     Cluster,
     cluster_required,
     iris_bundle,
@@ -113,9 +114,11 @@ def _no_real_node(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def bridge(cluster: Cluster) -> ipaddress.IPv4Interface:
-    """The real node's address on the plane's bridge, with the pods' subnet. Tests that
-    need pods that really run take it; without a real node they skip, unless
+def bridge(cluster: Cluster) -> Bridge:
+    """The real node's network. On the local plane the node is this machine, on the
+    plane's bridge; elsewhere (kind: hack/kind-e2e.sh) MLOPS_TEST_POD_NETWORK and
+    MLOPS_TEST_HOST_IP say where its pods live and how they reach this machine. Tests
+    that need pods that really run take it; without a real node they skip, unless
     MLOPS_REQUIRE_REAL_NODE=1 (CI)."""
     try:
         node = client.CoreV1Api(cluster.api).read_node(REAL_NODE)
@@ -125,7 +128,9 @@ def bridge(cluster: Cluster) -> ipaddress.IPv4Interface:
     if not ready or ready[0].status != "True":
         _no_real_node(f"the real node {REAL_NODE} is not Ready")
     (address,) = [a.address for a in node.status.addresses if a.type == "InternalIP"]
-    return ipaddress.IPv4Interface(f"{address}/24")
+    pods = os.environ.get("MLOPS_TEST_POD_NETWORK", f"{address}/24")
+    host = os.environ.get("MLOPS_TEST_HOST_IP", address)
+    return Bridge(ipaddress.IPv4Network(pods, strict=False), ipaddress.IPv4Address(host))
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -134,16 +139,14 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="session")
-def store(
-    bridge: ipaddress.IPv4Interface, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Path, str]]:
+def store(bridge: Bridge, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """An artifact store: a folder served over HTTP on the bridge, where the operator
     and the real node's pods fetch from. The folder, and its base URL."""
     folder = tmp_path_factory.mktemp("store")
     handler = functools.partial(_Quiet, directory=str(folder))
-    server = http.server.ThreadingHTTPServer((str(bridge.ip), 0), handler)
+    server = http.server.ThreadingHTTPServer((str(bridge.host), 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield folder, f"http://{bridge.ip}:{server.server_address[1]}"
+    yield folder, f"http://{bridge.host}:{server.server_address[1]}"
     server.shutdown()
 
 

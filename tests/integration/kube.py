@@ -1,5 +1,6 @@
 """Helpers for tests that run against a real API server."""
 
+import ipaddress
 import os
 import re
 import secrets
@@ -83,7 +84,8 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
-REAL_NODE = "mlops-node-0"
+REAL_NODE = os.environ.get("MLOPS_TEST_REAL_NODE", "mlops-node-0")
+"""The node whose pods really run: the local plane's, or kind's (hack/kind-e2e.sh)."""
 IMAGE = "localhost/mlops-serving:test"
 """The serving image as hack/cluster.sh imports it into the real node's containerd."""
 ON_KWOK: dict[str, Any] = {
@@ -93,6 +95,15 @@ ON_KWOK: dict[str, Any] = {
 """spec.scheduling (and the pod spec fields) that put pods on the local plane's kwok
 nodes: for tests of API behaviour, whose pods need not run. Pods without it land on
 the real node, which runs them."""
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """Where pods really run: their network, and this machine's address that they
+    reach (the artifact store listens there)."""
+
+    pods: ipaddress.IPv4Network
+    host: ipaddress.IPv4Address
 
 
 def namespace_name(test_name: str) -> str:

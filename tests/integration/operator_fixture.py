@@ -1,5 +1,6 @@
 """The operator as a real process against the cluster, and the objects tests give it."""
 
+import json
 import os
 import subprocess
 import sys
@@ -78,7 +79,9 @@ def start_operator(
         "MLOPS_SERVING_IMAGE": "registry.example/mlops-serving:test",
         # kwok's pods get addresses where nothing listens: a DriftMonitor reading
         # pods (as the sample does) may dial loopback and the real node's pods only.
-        "MLOPS_POD_NETWORKS": '["127.0.0.0/8", "10.245.0.0/24"]',
+        "MLOPS_POD_NETWORKS": json.dumps(
+            ["127.0.0.0/8", os.environ.get("MLOPS_TEST_POD_NETWORK", "10.245.0.0/24")]
+        ),
         **extra,
     }
     operator = Operator(

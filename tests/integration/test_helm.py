@@ -9,7 +9,6 @@ the chart, as a real pod on the real node.
 """
 
 import base64
-import ipaddress
 import json
 import os
 import secrets
@@ -44,6 +43,7 @@ from .kube import (
     ON_KWOK,
     REAL_NODE,
     ROOT,
+    Bridge,
     Cluster,
     cluster_required,
     iris_bundle,
@@ -287,7 +287,7 @@ def release(cluster: Cluster, crds: None, sole_operator: None) -> Iterator[tuple
 
 @pytest.fixture
 def release_in_cluster(
-    cluster: Cluster, crds: None, sole_operator: None, bridge: ipaddress.IPv4Interface
+    cluster: Cluster, crds: None, sole_operator: None, bridge: Bridge
 ) -> Iterator[tuple[str, str]]:
     """The chart's operator as a real pod on the real node, deploying the serving image."""
     with installed(cluster, "--set", f"servingImage={IMAGE}") as namespaces:
@@ -657,4 +657,37 @@ def test_operator_runs_in_cluster_from_the_chart_and_survives_its_pod(
         ),
         "the new operator pod to scale iris to 2 ready replicas",
         timeout=120,
+    )
+
+
+def test_what_the_kind_script_applies_is_accepted_by_the_api_server(cluster: Cluster) -> None:
+    """hack/kind-e2e.sh cannot run here (it needs Docker): what it applies to its
+    cluster (the kwok nodes, the chart, the model it deploys) goes through a
+    server-side dry run on the local plane instead. Printing them builds kind."""
+    printed = subprocess.run(
+        ["bash", str(ROOT / "hack" / "kind-e2e.sh"), "manifests"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert printed.returncode == 0, printed.stderr[-3000:]
+    kinds = {d["kind"] for d in yaml.safe_load_all(printed.stdout) if d}
+    assert {"Node", "Deployment", "CustomResourceDefinition", "ModelVersion"} <= kinds, kinds
+    created = []
+    for name in ("mlops-system", "mlops-e2e-chart"):
+        if cluster.kubectl("get", "namespace", name, check=False).returncode != 0:
+            cluster.kubectl("create", "namespace", name)
+            created.append(name)
+    try:
+        applied = cluster.kubectl(
+            "apply", "--server-side", "--force-conflicts", "--dry-run=server",
+            "--validate=strict", "-f", "-",
+            stdin=printed.stdout,
+        )  # fmt: skip
+    finally:
+        for name in created:
+            cluster.kubectl("delete", "namespace", name, "--wait=false")
+    assert applied.stdout.count("(server dry run)") == len(
+        [d for d in yaml.safe_load_all(printed.stdout) if d]
     )

@@ -6,7 +6,6 @@ hostPath PersistentVolume made by the test, the kubelet runs the init container,
 its exit code and termination message are the kubelet's report.
 """
 
-import ipaddress
 import json
 import shutil
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from mlops_serving import bundle
 from mlops_serving.digest import file_digest
 from tests.argocd import checked
 
-from .kube import IMAGE, Cluster, wait_until
+from .kube import IMAGE, Bridge, Cluster, wait_until
 from .operator_fixture import Operator, condition, get
 from .test_operator import create, model_deployment, model_version, ready
 from .test_serving_process import call
@@ -111,7 +110,7 @@ def test_pod_verdicts_reach_the_model_version(
     cluster: Cluster,
     namespace: str,
     operator: Operator,
-    bridge: ipaddress.IPv4Interface,
+    bridge: Bridge,
     bound_claim: Path,
 ) -> None:
     claim_root = bound_claim

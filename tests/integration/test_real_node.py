@@ -22,7 +22,7 @@ from kubernetes import client
 
 from mlops_operator.constants import LABEL_DEPLOYMENT
 
-from .kube import IMAGE, REAL_NODE, Cluster, wait_until
+from .kube import IMAGE, REAL_NODE, Bridge, Cluster, wait_until
 from .operator_fixture import Operator
 from .test_operator import create, model_deployment, model_version, ready
 
@@ -115,7 +115,7 @@ def predict_via(url: str, row: list[float]) -> Any:
 
 def test_pods_run_the_serving_image_and_answer_through_the_service(
     cluster: Cluster, restricted: str, operator: Operator, artifact: tuple[str, str],
-    bridge: ipaddress.IPv4Interface,
+    bridge: Bridge,
 ) -> None:  # fmt: skip
     namespace = restricted
     seconds = deploy(cluster, namespace, artifact, "iris", replicas=2)
@@ -125,14 +125,14 @@ def test_pods_run_the_serving_image_and_answer_through_the_service(
     addresses = [str(each.status.pod_ip) for each in pods]
     for each, address in zip(pods, addresses, strict=True):
         assert each.spec.node_name == REAL_NODE
-        assert ipaddress.IPv4Address(address) in bridge.network
+        assert ipaddress.IPv4Address(address) in bridge.pods
         (serving,) = each.status.container_statuses or []
         assert (serving.ready, serving.started, serving.restart_count) == (True, True, 0)
         # The readiness the kubelet saw is the image's own route, answering for real.
         assert http_json(f"http://{address}:8080/v2/health/ready")[0] == 200
 
     cluster_ip = service_ip(cluster, namespace, "iris")
-    assert ipaddress.IPv4Address(cluster_ip) not in bridge.network
+    assert ipaddress.IPv4Address(cluster_ip) not in bridge.pods
     assert predict_via(f"http://{cluster_ip}", SETOSA) == 0
     assert predict_via(f"http://{cluster_ip}", VIRGINICA) == 2
 
