@@ -103,36 +103,7 @@ fi
 show kubectl get deployments,services,networkpolicies -n mlops-system
 
 chapter "Three models, trained and bundled"
-python - "$WORK" <<'PY'
-import sys
-from pathlib import Path
-import joblib
-import numpy as np
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import FunctionTransformer
-work = Path(sys.argv[1])
-frame, target = load_iris(return_X_y=True, as_frame=True)
-frame.columns = [c.replace(" (cm)", "").replace(" ", "_") for c in frame.columns]
-rows = frame.to_numpy()
-joblib.dump(LogisticRegression(max_iter=500).fit(rows, target), work / "model-1.joblib")
-joblib.dump(LogisticRegression(C=0.5, max_iter=500).fit(rows, target), work / "model-2.joblib")
-# Trained on sqrt(|log x|); shipped without the abs step, it takes the root of a
-# negative number for every feature under 1 cm: the setosas' petal widths.
-steps = [FunctionTransformer(np.log), FunctionTransformer(np.abs), FunctionTransformer(np.sqrt)]
-faulty = make_pipeline(*steps, LogisticRegression(max_iter=500)).fit(rows, target)
-faulty.steps.pop(1)
-joblib.dump(faulty, work / "model-3.joblib")
-frame.to_csv(work / "reference.csv", index=False)
-# Version 3 was checked on a sample without setosas: its bundle's reference is that.
-frame[frame.petal_width >= 1].to_csv(work / "reference-3.csv", index=False)
-# The callers' rows: iris itself, in a shuffled order, and the same with longer petals.
-order = np.random.default_rng(7).permutation(len(rows))
-for name, shift in (("rows", 0.0), ("shifted", 2.0)):
-    moved = rows[order] + np.array([0, 0, shift, shift / 2])
-    (work / f"{name}.txt").write_text("".join(f"[{', '.join(map(str, r))}]\n" for r in moved))
-PY
+python hack/iris_models.py "$WORK"
 for version in 1 2 3; do
   reference="$WORK/reference.csv"
   [ "$version" = 3 ] && reference="$WORK/reference-3.csv"

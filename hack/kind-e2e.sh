@@ -36,19 +36,8 @@ IMAGES=(localhost/mlops-serving:test localhost/mlops-operator:test)
 mkdir -p "$WORK"
 
 bundle() {  # bundle URI_BASE: an iris bundle in $WORK and its ModelVersion on stdout
-  python - "$WORK" <<'PY'
-import sys
-from pathlib import Path
-import joblib
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-work = Path(sys.argv[1])
-frame, target = load_iris(return_X_y=True, as_frame=True)
-frame.columns = [c.replace(" (cm)", "").replace(" ", "_") for c in frame.columns]
-joblib.dump(LogisticRegression(max_iter=500).fit(frame.to_numpy(), target), work / "model.joblib")
-frame.to_csv(work / "reference.csv", index=False)
-PY
-  mlops-bundle build --model "$WORK/model.joblib" --reference "$WORK/reference.csv" \
+  python hack/iris_models.py "$WORK"
+  mlops-bundle build --model "$WORK/model-1.joblib" --reference "$WORK/reference.csv" \
     --name iris --version 1 --out "$WORK/iris-1.tar.gz" >/dev/null
   mlops-bundle manifest "$WORK/iris-1.tar.gz" --uri "$1/iris-1.tar.gz"
 }

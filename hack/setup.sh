@@ -9,8 +9,8 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 missing=()
 # wrk is for hack/bench_serving.py; containerd, runc, the CNI plugins, iptables and gcc
 # (for the pod sandbox's program) are the local plane's real node (hack/node.sh);
-# prometheus is the server the canary analysis' prometheus source is tested against.
-# shellcheck checks the scripts, hack/kind-e2e.sh among them, which cannot run here.
+# prometheus is the server the canary analysis' prometheus source is tested against,
+# and a linter, shellcheck, reads the scripts (hack/kind-e2e.sh cannot run here).
 for tool in openssl curl git wrk containerd runc iptables gcc prometheus shellcheck; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done

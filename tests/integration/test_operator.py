@@ -449,6 +449,8 @@ def test_approval_needs_no_operator_and_revoking_returns_to_pending(
         for e in get(cluster, "modelversions", namespace, "iris-1")["metadata"]["managedFields"]
         if "f:mlops.dev/approval" in e["fieldsV1"].get("f:metadata", {}).get("f:annotations", {})
     )
+    # Argo CD, meanwhile, shows a version no operator has looked at as Progressing.
+    checked(get(cluster, "modelversions", namespace, "iris-1"), "Progressing")
     started = start_operator(cluster, tmp_path / "operator")
     try:
         mv = approval_state(cluster, namespace, "Approved")
