@@ -10,7 +10,6 @@ which the server keeps serving.
 import asyncio
 import hmac
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -104,9 +103,15 @@ class State:
         self.runner = Runner(bundle.model, inline, settings.max_batch_size, settings.max_latency_ms)
         prediction_edges = bundle.profile.prediction.edges if bundle.profile.prediction else []
         self.metrics = Metrics(
-            self.name, self.version, settings.track, bundle.model.classes, prediction_edges
+            self.name,
+            self.version,
+            settings.track,
+            bundle.model.classes,
+            prediction_edges,
+            multiprocess=settings.prometheus_multiproc_dir is not None,
         )
-        capture_dir = _capture_dir()
+        if settings.capture_dir is not None:
+            settings.capture_dir.mkdir(parents=True, exist_ok=True)
         self.capture = SharedCapture(
             Capture(
                 bundle.profile,
@@ -115,7 +120,7 @@ class State:
                 windows=settings.capture_windows,
                 reservoir=settings.capture_reservoir,
             ),
-            capture_dir,
+            settings.capture_dir,
         )
         self.capturing = settings.capture_sample_rate > 0
         self.classes = [
@@ -142,15 +147,6 @@ class State:
     def fail(self, error: Exception) -> None:
         self.error = str(error)
         log.error("model not loaded: %s", error)
-
-
-def _capture_dir() -> Path | None:
-    shared = os.environ.get("MLOPS_SERVING_CAPTURE_DIR")
-    if not shared:
-        return None
-    path = Path(shared)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _sample_rows(profile: Profile, features: Features) -> npt.NDArray[Any]:

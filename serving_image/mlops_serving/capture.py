@@ -29,12 +29,9 @@ GROUP_ROWS = 255 * LANES
 """Rows whose comparisons are summed in one set of byte lanes: each lane counts one row
 in LANES, and holds up to 255."""
 BUFFER_VALUES = 1 << 16
-"""Values queued before they are binned (512 KiB of float64, 2160 rows of 30 features).
-Part of a drain's cost is per drain: timed in a busy server at 100 rows a request,
-drains took 28-33 us a request at 1024 rows a drain and 24-26 us at 2016. Beyond that
-the size made no difference we could measure: capture's share of the CPU read 2.6% at
-both 2016 and 8640 rows. A bound on values, not rows, keeps the buffer small for wide
-inputs."""
+"""Values queued before they are binned (512 KiB of float64, 2160 rows of 30 features):
+enough rows that a drain's fixed cost is spread thin. A bound on values, not rows,
+keeps the buffer small for wide inputs."""
 
 
 @dataclass
@@ -228,11 +225,9 @@ class Capture:
         The arrays are kept as they are, not copied, until they are binned: the caller
         must not change them afterwards (the server makes new arrays per request).
         They are binned a buffer of BUFFER_VALUES values at a time, when it is full (or
-        read): numpy's cost per value falls several times between a 1-row and a
-        1000-row array. This runs in every request, where each line of Python costs
-        several times what it does in a loop, so the usual case is kept short. Copying
-        each request's rows into the buffer here cost more than copying them all at once
-        when it drains: 1.2% of the throughput at 100 rows a request.
+        read), since numpy's cost per value falls steeply with the array's size. This
+        runs in every request, so the usual case is kept short, and rows are copied
+        once, when the buffer drains, rather than here.
         """
         end = self._pending_rows + len(rows)
         if (

@@ -160,10 +160,11 @@ def _open_remote(uri: str, credentials: str | None, timeout: float) -> BinaryIO:
             from botocore.config import Config  # noqa: PLC0415
         except ImportError as error:
             raise BundleError("s3:// artifacts need boto3 (pip install boto3)") from error
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         keys = s3_keys(credentials) if credentials else {}
         limits = Config(connect_timeout=min(timeout, READ_TIMEOUT), read_timeout=READ_TIMEOUT)
-        s3 = boto3.client("s3", endpoint_url=endpoint, config=limits, **keys)
+        # botocore itself honours AWS_ENDPOINT_URL_S3 and AWS_ENDPOINT_URL (S3-compatible
+        # stores such as MinIO), as every AWS SDK does.
+        s3 = boto3.client("s3", config=limits, **keys)
         body: BinaryIO = s3.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"]
         return body
     raise BundleError(f"artifact uri {uri!r}: unsupported scheme (use {', '.join(SCHEMES)})")

@@ -4,7 +4,6 @@ Children are bound once at start-up: a labels() lookup per request would cost
 more than the rest of the bookkeeping together.
 """
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,8 +21,17 @@ LABELS = ("model", "version", "track")
 
 class Metrics:
     def __init__(
-        self, model: str, version: str, track: str, classes: list[Any], edges: list[float]
+        self,
+        model: str,
+        version: str,
+        track: str,
+        classes: list[Any],
+        edges: list[float],
+        *,
+        multiprocess: bool = False,
     ) -> None:
+        # Several workers write their values to PROMETHEUS_MULTIPROC_DIR; /metrics sums them.
+        self.multiprocess = multiprocess
         self.registry = CollectorRegistry(auto_describe=True)
         base = (model, version, track)
         self._base = base
@@ -118,7 +126,7 @@ class Metrics:
                 self._values.observe(float(value))
 
     def exposition(self) -> bytes:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if self.multiprocess:
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)

@@ -20,7 +20,6 @@ The router answers /metrics and /router/* itself and proxies every other path.
 import asyncio
 import json
 import logging
-import os
 import random
 import ssl
 import sys
@@ -81,6 +80,14 @@ class RouterSettings(BaseSettings):
     """Name of the ConfigMap that holds the table; no watch without it."""
     api_url: str | None = None
     """The API server; in a pod, the kubernetes Service (from KUBERNETES_SERVICE_*)."""
+    kubernetes_service_host: str | None = Field(
+        default=None, validation_alias="KUBERNETES_SERVICE_HOST"
+    )
+    """The kubernetes Service's address, which the kubelet gives every container."""
+    kubernetes_service_port: str | None = Field(
+        default=None, validation_alias="KUBERNETES_SERVICE_PORT"
+    )
+    """Its port."""
     timeout_seconds: float = Field(default=60, gt=0)
     """Longest a track may take to answer."""
     mirror_timeout_seconds: float = Field(default=10, gt=0)
@@ -437,8 +444,7 @@ class Api:
     @classmethod
     def in_cluster(cls, settings: RouterSettings) -> "Api | None":
         url = settings.api_url
-        host = os.environ.get("KUBERNETES_SERVICE_HOST")
-        port = os.environ.get("KUBERNETES_SERVICE_PORT")
+        host, port = settings.kubernetes_service_host, settings.kubernetes_service_port
         if url is None and host and port:
             url = f"https://{_host(host)}:{port}"
         token = SERVICE_ACCOUNT / "token"

@@ -97,10 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     workers = settings.workers or container_cpus()
     if workers > 1:
-        shared = tempfile.mkdtemp(prefix="mlops-serving-", dir=settings.cache_dir)
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(shared, "metrics"))
-        os.environ.setdefault("MLOPS_SERVING_CAPTURE_DIR", os.path.join(shared, "capture"))
-        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+        # The workers are new processes: they read both from their environment.
+        shared = Path(tempfile.mkdtemp(prefix="mlops-serving-", dir=settings.cache_dir))
+        for variable, folder in (
+            ("PROMETHEUS_MULTIPROC_DIR", shared / "metrics"),
+            ("MLOPS_SERVING_CAPTURE_DIR", shared / "capture"),
+        ):
+            folder.mkdir()
+            os.environ.setdefault(variable, str(folder))
     uvicorn.run(
         "mlops_serving.serve:app_from_env",
         factory=True,

@@ -64,6 +64,14 @@ class ServingSettings(BaseSettings):
     capture_metrics: bool = False
     """Export the captured bin counts on /metrics (mlops_capture_bins_total), for a
     DriftMonitor that reads them from Prometheus: a series per feature and bin."""
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR"
+    )
+    """Where prometheus_client's workers keep their values (its own variable);
+    `mlops-serve` sets it for its workers when it runs more than one."""
+    capture_dir: Path | None = None
+    """Folder through which one pod's workers share their capture; `mlops-serve` sets
+    it for its workers when it runs more than one."""
     log_level: str = "info"
     """uvicorn log level."""
 
