@@ -34,6 +34,10 @@ from .kube import (
     namespace_name,
     wait_until,
 )
+from .objects import create, model_version
+from .operator_fixture import operator, sole_operator  # noqa: F401 - shared fixtures
+from .prometheus import prometheus  # noqa: F401 - a shared fixture
+from .rollouts import faulty_bundle
 
 CLUSTER_SH = ROOT / "hack" / "cluster.sh"
 
@@ -158,4 +162,30 @@ def artifact(store: tuple[Path, str]) -> tuple[str, str]:
     return f"{base}/iris-1.tar.gz", digest
 
 
-from .operator_fixture import operator, sole_operator  # noqa: E402, F401 - shared fixtures
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    """Two real iris bundles (versions 1 and 2) on this machine's disk."""
+    return {
+        version: iris_bundle(
+            tmp_path_factory.mktemp("bundles") / f"iris-{version}.tar.gz", version, c
+        )
+        for version, c in (("1", 1.0), ("2", 0.1))
+    }
+
+
+@pytest.fixture
+def versions(
+    cluster: Cluster, namespace: str, store: tuple[Path, str], artifact: tuple[str, str]
+) -> str:
+    """iris-1 (stable), iris-2 (a good canary) and iris-3 (a faulty one), served to the
+    pods from the store on the bridge."""
+    folder, base = store
+    builds = {
+        "1": (Path(), artifact[1]),
+        "2": iris_bundle(folder / "iris-2.tar.gz", version="2", c=0.5),
+        "3": faulty_bundle(folder / "iris-3.tar.gz"),
+    }
+    for number, built in builds.items():
+        uri = artifact[0] if number == "1" else f"{base}/iris-{number}.tar.gz"
+        create(cluster, namespace, "modelversions", model_version(number, built, uri=uri))
+    return namespace

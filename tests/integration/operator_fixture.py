@@ -18,7 +18,7 @@ from kubernetes import client
 from mlops_operator.constants import GROUP, VERSION
 
 from .kube import Cluster, wait_until
-from .test_serving_process import free_port
+from .processes import free_port
 
 
 @dataclass

@@ -23,7 +23,7 @@ import pytest
 from kubernetes import client
 
 from .kube import Cluster, wait_until
-from .test_serving_process import free_port
+from .processes import free_port
 
 
 class Prometheus:

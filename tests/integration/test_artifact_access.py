@@ -16,8 +16,8 @@ from kubernetes import client
 from mlops_operator.constants import LABEL_ARTIFACT_CREDENTIALS
 
 from .kube import Cluster, wait_until
+from .objects import create, model_version
 from .operator_fixture import Operator, condition, get
-from .test_operator import create, model_version
 
 pytestmark = pytest.mark.cluster
 

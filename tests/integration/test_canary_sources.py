@@ -16,26 +16,20 @@ from typing import Any
 import pytest
 
 from .kube import Cluster, wait_until
+from .objects import create, patch
 from .operator_fixture import Operator, get
-from .prometheus import Prometheus, prometheus  # noqa: F401 - a fixture
-from .test_canary import (
-    Traffic,
-    canary_reaches,
-    entry_ip,
-    on_real_node,
-    versions,  # noqa: F401 - a fixture
-)
-from .test_operator import bundles, create, patch  # noqa: F401 - bundles is a fixture
+from .prometheus import Prometheus
+from .rollouts import Traffic, canary_reaches, entry_ip, on_real_node
 
 pytestmark = pytest.mark.cluster
 
 
 def test_prometheus_rolls_back_a_canary_that_fails_more_than_stable(
     cluster: Cluster,
-    versions: str,  # noqa: F811 - the fixture
+    versions: str,
     operator: Operator,
     bridge: Any,
-    prometheus: Prometheus,  # noqa: F811 - the fixture
+    prometheus: Prometheus,
 ) -> None:
     namespace = versions
     analysis = {
@@ -72,7 +66,7 @@ def test_prometheus_rolls_back_a_canary_that_fails_more_than_stable(
 
 def test_the_routers_metrics_promote_a_healthy_canary(
     cluster: Cluster,
-    versions: str,  # noqa: F811 - the fixture
+    versions: str,
     operator: Operator,
     bridge: Any,
 ) -> None:

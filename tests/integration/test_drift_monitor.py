@@ -31,10 +31,10 @@ from mlops_serving.digest import file_digest
 from tests.argocd import checked
 
 from .kube import IMAGE, ON_KWOK, Cluster, wait_until
+from .objects import ready
 from .operator_fixture import Operator, condition, custom, get, start_operator, stop_operator
-from .prometheus import Prometheus, prometheus  # noqa: F401 - a fixture
-from .test_operator import ready
-from .test_serving_process import SERVE, call, environment, free_port
+from .processes import SERVE, call, environment, free_port
+from .prometheus import Prometheus
 
 pytestmark = pytest.mark.cluster
 
@@ -649,7 +649,7 @@ def test_prometheus_source_reads_the_bins_the_pods_export(
     operator: Operator,
     built: tuple[Path, str],
     store: tuple[Path, str],
-    prometheus: Prometheus,  # noqa: F811 - the fixture
+    prometheus: Prometheus,
 ) -> None:
     """Source `prometheus`: a real serving pod exports its captured bin counts, a real
     Prometheus scrapes them, and the monitor judges the increase over its window."""

@@ -38,6 +38,7 @@ from mlops_operator.builders import (
 )
 from mlops_operator.constants import GROUP, VERSION
 
+from .images import built_image, engine
 from .kube import (
     IMAGE,
     ON_KWOK,
@@ -49,10 +50,9 @@ from .kube import (
     iris_bundle,
     wait_until,
 )
+from .objects import create, deployment, model_deployment, model_version, patch, ready
 from .operator_fixture import condition, get, start_operator, stop_operator
-from .test_image import built_image, engine
-from .test_operator import create, deployment, model_deployment, model_version, patch, ready
-from .test_serving_process import free_port
+from .processes import free_port
 
 pytestmark = pytest.mark.cluster
 CHART = ROOT / "helm" / "mlops-operator"

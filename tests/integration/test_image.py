@@ -7,8 +7,6 @@ the artifact on a read-only mount. They listen on loopback (host network).
 Without a container engine the tests skip, unless MLOPS_REQUIRE_IMAGE=1 (CI).
 """
 
-import os
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,41 +15,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from .kube import ROOT, iris_bundle, wait_until
-from .test_serving_process import free_port
+from .images import built_image, engine
+from .kube import iris_bundle, wait_until
+from .processes import free_port
 
-IMAGE_SH = ROOT / "hack" / "image.sh"
 UID = "65532"
-
-
-def engine(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", str(IMAGE_SH), "engine", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def built_image(name: str) -> str:
-    """localhost/mlops-<name>:test, built by hack/image.sh; skips (or fails, where
-    MLOPS_REQUIRE_IMAGE=1) when it cannot be built here."""
-    image = f"localhost/mlops-{name}:test"
-    built = subprocess.run(
-        ["bash", str(IMAGE_SH), "build", name],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-        env={**os.environ, "IMAGE": image},
-    )
-    if built.returncode != 0:
-        reason = f"hack/image.sh build {name} failed:\n{built.stderr[-3000:]}"
-        if os.environ.get("MLOPS_REQUIRE_IMAGE") == "1":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    return image
 
 
 @pytest.fixture(scope="module")

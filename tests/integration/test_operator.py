@@ -3,110 +3,34 @@ ModelDeployments rendered, applied, repaired, collected, and honest in status.""
 
 import itertools
 import json
-import os
 import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from mlops_operator.constants import GROUP, VERSION
 from tests.argocd import checked
 
-from .kube import ON_KWOK, Cluster, iris_bundle, wait_until
+from .kube import Cluster, wait_until
+from .objects import (
+    absent_as_none,
+    create,
+    deployment,
+    env_of,
+    kubectl_mlops,
+    model_deployment,
+    model_version,
+    patch,
+    ready,
+)
 from .operator_fixture import Operator, condition, get, start_operator, stop_operator
 
 pytestmark = pytest.mark.cluster
-T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
-    """Two real iris bundles (versions 1 and 2) on this machine's disk."""
-    return {
-        version: iris_bundle(
-            tmp_path_factory.mktemp("bundles") / f"iris-{version}.tar.gz", version, c
-        )
-        for version, c in (("1", 1.0), ("2", 0.1))
-    }
-
-
-def model_version(
-    version: str, built: tuple[Path, str], *, uri: str | None = None, **spec: Any
-) -> dict[str, Any]:
-    """ModelVersion iris-<version> of the bundle `built`, at `uri` (by default its file)."""
-    path, digest = built
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ModelVersion",
-        "metadata": {"name": f"iris-{version}"},
-        "spec": {
-            "model": "iris",
-            "version": version,
-            "framework": "sklearn",
-            "artifact": {"uri": uri or f"file://{path}", "digest": digest},
-            **spec,
-        },
-    }
 
 
 PINNED = "registry.example/serving@sha256:" + "5e" * 32
-
-
-def model_deployment(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {"model": "iris", "stable": {"version": "1"}, "scheduling": ON_KWOK, **spec},
-    }
-
-
-def create(cluster: Cluster, namespace: str, plural: str, body: dict[str, Any]) -> None:
-    client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, plural, body
-    )
-
-
-def patch(cluster: Cluster, namespace: str, plural: str, name: str, body: dict[str, Any]) -> None:
-    client.CustomObjectsApi(cluster.api).patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, plural, name, body
-    )
-
-
-def absent_as_none(read: Callable[[str, str], T], name: str, namespace: str) -> T | None:
-    try:
-        return read(name, namespace)
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-
-
-def deployment(cluster: Cluster, namespace: str, name: str) -> client.V1Deployment | None:
-    return absent_as_none(client.AppsV1Api(cluster.api).read_namespaced_deployment, name, namespace)
-
-
-def env_of(found: client.V1Deployment) -> dict[str, str]:
-    return {
-        e.name: e.value for e in found.spec.template.spec.containers[0].env if e.value is not None
-    }
-
-
-def ready(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
-    mdep = get(cluster, "modeldeployments", namespace, name)
-    ready_condition = condition(mdep, "Ready")
-    if (
-        ready_condition
-        and ready_condition["status"] == "True"
-        and mdep["status"].get("phase") == "Ready"
-    ):
-        return mdep
-    return None
 
 
 def test_model_deployed_and_ready(
@@ -501,21 +425,6 @@ def grant(cluster: Cluster, namespace: str, user: str, verbs: list[str]) -> None
                 client.RbacV1Subject(api_group="rbac.authorization.k8s.io", kind="User", name=user)
             ],
         ),
-    )
-
-
-def kubectl_mlops(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    """`kubectl mlops ...` as a user runs it: kubectl finds the plugin on PATH."""
-    kubectl = cluster.tool("kubectl")
-    path = os.pathsep.join((str(Path(sys.executable).parent), str(Path(kubectl).parent),
-                            os.environ.get("PATH", "")))  # fmt: skip
-    return subprocess.run(
-        [kubectl, "mlops", *args],
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PATH": path},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
 
 

@@ -18,15 +18,8 @@ from kubernetes.client.exceptions import ApiException
 from mlops_operator.constants import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 
 from .kube import ROOT, Cluster, wait_until
+from .objects import create, deployment, model_deployment, model_version, ready
 from .operator_fixture import Operator, condition, get, start_operator, stop_operator
-from .test_operator import (  # noqa: F401
-    bundles,
-    create,
-    deployment,
-    model_deployment,
-    model_version,
-    ready,
-)
 
 pytestmark = pytest.mark.cluster
 COUNT = 20
@@ -45,7 +38,7 @@ def test_kill_9_at_random_points_always_converges(
     cluster: Cluster,
     namespace: str,
     operator: Operator,
-    bundles: dict[str, tuple[Path, str]],  # noqa: F811
+    bundles: dict[str, tuple[Path, str]],
 ) -> None:
     rng = random.Random(20261129)
     create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
@@ -110,7 +103,7 @@ def test_api_server_restart_under_the_operator(
     cluster: Cluster,
     namespace: str,
     operator: Operator,
-    bundles: dict[str, tuple[Path, str]],  # noqa: F811
+    bundles: dict[str, tuple[Path, str]],
 ) -> None:
     if not cluster.local:
         pytest.skip("restarts a component of the local plane")
@@ -152,7 +145,7 @@ def test_a_refused_reconcile_is_retried_long_before_the_resync(
     cluster: Cluster,
     namespace: str,
     sole_operator: None,
-    bundles: dict[str, tuple[Path, str]],  # noqa: F811
+    bundles: dict[str, tuple[Path, str]],
     tmp_path: Path,
 ) -> None:
     """An admission policy refuses every Deployment in the namespace for a while, so the
@@ -249,7 +242,7 @@ def test_a_dripping_artifact_server_and_20_edits_stall_nothing_else(
     cluster: Cluster,
     namespace: str,
     operator: Operator,
-    bundles: dict[str, tuple[Path, str]],  # noqa: F811
+    bundles: dict[str, tuple[Path, str]],
 ) -> None:
     """ModelVersion authors point 20 versions at a server that never finishes (more
     than there are reconcile workers), and edit one of them 20 times. Fetches run

@@ -22,9 +22,9 @@ from mlops_serving.digest import file_digest
 from tests.argocd import checked
 
 from .kube import IMAGE, Bridge, Cluster, wait_until
+from .objects import create, model_deployment, model_version, ready
 from .operator_fixture import Operator, condition, get
-from .test_operator import create, model_deployment, model_version, ready
-from .test_serving_process import call
+from .processes import call
 
 pytestmark = pytest.mark.cluster
 

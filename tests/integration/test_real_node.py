@@ -23,8 +23,8 @@ from kubernetes import client
 from mlops_operator.constants import LABEL_DEPLOYMENT
 
 from .kube import IMAGE, REAL_NODE, Bridge, Cluster, wait_until
+from .objects import create, model_deployment, model_version, ready
 from .operator_fixture import Operator
-from .test_operator import create, model_deployment, model_version, ready
 
 pytestmark = pytest.mark.cluster
 

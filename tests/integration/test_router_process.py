@@ -23,7 +23,7 @@ import pytest
 from mlops_serving.routing import Backend, HeaderRoute, RoutingTable, render
 
 from .kube import wait_until
-from .test_serving_process import free_port, metric
+from .processes import free_port, metric
 
 ROUTER = [sys.executable, "-m", "mlops_serving.serve", "router"]
 

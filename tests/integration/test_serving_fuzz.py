@@ -22,7 +22,7 @@ from mlops_serving import bundle
 from mlops_serving.digest import file_digest
 
 from .kube import wait_until
-from .test_serving_process import SERVE, call, free_port
+from .processes import SERVE, call, free_port
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,8 @@
 """`mlops-serve` as a real process: a real bundle served over HTTP on loopback."""
 
-import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -13,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from tritonclient import http as httpclient
@@ -22,28 +18,7 @@ from mlops_serving import bundle
 from mlops_serving.digest import file_digest
 
 from .kube import wait_until
-
-SERVE = [sys.executable, "-m", "mlops_serving.serve"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def call(url: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            raw = response.read()
-            status = response.status
-    except urllib.error.HTTPError as error:
-        raw, status = error.read(), error.code
-    text = raw.decode()
-    return status, json.loads(text) if text.startswith(("{", "[")) else text
+from .processes import SERVE, call, environment, free_port, metric
 
 
 @pytest.fixture(scope="module")
@@ -53,20 +28,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("serve") / "iris.tar.gz"
     bundle.build(model, frame, out, name="iris", version="9")
     return out, file_digest(out)
-
-
-def environment(built: tuple[Path, str], tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
-    path, digest = built
-    env = {
-        **os.environ,
-        "MLOPS_SERVING_MODEL_URI": f"file://{path}",
-        "MLOPS_SERVING_MODEL_DIGEST": digest,
-        "MLOPS_SERVING_HOST": "127.0.0.1",
-        "MLOPS_SERVING_PORT": str(port),
-        "MLOPS_SERVING_CACHE_DIR": str(tmp_path / "cache"),
-    }
-    env.update(extra)
-    return env
 
 
 @pytest.fixture
@@ -93,15 +54,6 @@ def server(built: tuple[Path, str], tmp_path: Path) -> Iterator[str]:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
 
 
 def test_serves_predictions_metrics_and_capture_across_workers(server: str) -> None:
