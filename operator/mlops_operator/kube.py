@@ -402,6 +402,11 @@ class ChangeFilter:
         with self._lock:
             self._keys[body["metadata"]["uid"]] = key
 
+    def forget(self, body: Object) -> None:
+        """Drop a deleted object's key: uids are never reused, so it would only grow."""
+        with self._lock:
+            self._keys.pop(body["metadata"]["uid"], None)
+
 
 def list_custom(plural: str, namespace: str | None) -> list[Object]:
     api = custom_objects()
@@ -429,7 +434,10 @@ class VersionIndex:
         with self._lock:
             previous = self._model_of.pop((namespace, name), None)
             if previous is not None:
-                self._versions.get((namespace, previous), {}).pop(name, None)
+                versions = self._versions.get((namespace, previous), {})
+                versions.pop(name, None)
+                if not versions:  # the model's last version: its entry goes too
+                    self._versions.pop((namespace, previous), None)
             if not deleted:
                 model = mv.get("spec", {}).get("model", "")
                 self._model_of[(namespace, name)] = model

@@ -153,6 +153,7 @@ def _model_version(type: str | None, body: Body, key: Any, logger: Log) -> None:
     else:
         kube.forget_lock(meta["namespace"], f"modelversions/{meta['name']}")
         modelversion.FETCHES.forget(meta["namespace"], meta["name"])
+        CHANGES.forget(body)
     namespace = meta["namespace"]
     for mdep in modeldeployment.following(
         dict(body), kube.list_custom(modeldeployment.PLURAL, namespace)
@@ -170,6 +171,7 @@ async def model_deployment(type: str | None, body: Body, logger: Log, **_: Any) 
         kube.forget_lock(meta["namespace"], meta["name"])
         analysis.BASELINES.forget(meta["namespace"], meta["name"])
         CANARY.forget(meta["namespace"], meta["name"])
+        CHANGES.forget(body)
         ROLLOUTS.plan((modeldeployment.PLURAL, meta["namespace"], meta["name"]), None)
         return
     key = modeldeployment.change_key(body)
