@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
+from mlops_contract.digest import file_digest
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
@@ -47,7 +48,6 @@ from mlops_operator.api.modeldeployment import ModelDeploymentSpec
 from mlops_operator.builders import Owner, RenderConfig, ResolvedVersion, render_track
 from mlops_operator.constants import GROUP, VERSION
 from mlops_serving import bundle
-from mlops_serving.digest import file_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 ON_KWOK = {

@@ -65,6 +65,8 @@ from pathlib import Path
 import joblib
 import numpy as np
 import numpy.typing as npt
+from mlops_contract.digest import file_digest
+from mlops_contract.routing import TABLE_KEY, Backend, RoutingTable, render
 from sklearn import __version__ as sklearn_version
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
@@ -72,8 +74,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mlops_serving import bundle
-from mlops_serving.digest import file_digest
-from mlops_serving.routing import TABLE_KEY, Backend, RoutingTable, render
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("MLOPS_CACHE_DIR", Path.home() / ".cache" / "mlops-operator")) / "bench"

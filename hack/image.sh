@@ -72,8 +72,8 @@ inputs() {
   local dockerfile=$1 base=$2
   {
     echo "base=$base extras=${EXTRAS:-}"
-    cd "$ROOT" && find "$dockerfile" pyproject.toml README.md serving_image/mlops_serving \
-      operator/mlops_operator -type f ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum
+    cd "$ROOT" && find "$dockerfile" pyproject.toml README.md serving_image/mlops_contract \
+      serving_image/mlops_serving operator/mlops_operator -type f ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum
   } | sha256sum | cut -c1-32
 }
 

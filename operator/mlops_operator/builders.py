@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from mlops_contract.routing import TABLE_KEY
+from mlops_contract.settings import env as serving_env
+
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec
 from mlops_operator.constants import (
     ANNOTATION_MODEL_VERSION,
@@ -30,7 +33,6 @@ from mlops_operator.constants import (
     TERMINATION_LOG,
     VERIFY_CONTAINER,
 )
-from mlops_serving.routing import TABLE_KEY
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 """Set by the API server on every namespace: its name."""
@@ -197,7 +199,7 @@ def _artifact_mounts(
         )
         mounts.append({"name": "artifact-credentials", "mountPath": path, "readOnly": True})
         env.append(
-            {"name": "MLOPS_SERVING_ARTIFACT_CREDENTIALS_FILE", "value": f"{path}/credentials"}
+            {"name": serving_env("artifact_credentials_file"), "value": f"{path}/credentials"}
         )
     return volumes, mounts, env
 
@@ -206,40 +208,40 @@ def _serving_env(
     spec: ModelDeploymentSpec, owner: Owner, track: str, version: ResolvedVersion
 ) -> list[Manifest]:
     env: list[Manifest] = [
-        {"name": "MLOPS_SERVING_MODEL_URI", "value": version.uri},
-        {"name": "MLOPS_SERVING_MODEL_NAME", "value": spec.model},
-        {"name": "MLOPS_SERVING_MODEL_VERSION", "value": version.version},
-        {"name": "MLOPS_SERVING_TRACK", "value": track},
-        {"name": "MLOPS_SERVING_PORT", "value": str(SERVING_PORT)},
-        {"name": "MLOPS_SERVING_CACHE_DIR", "value": ARTIFACT_CACHE},
+        {"name": serving_env("model_uri"), "value": version.uri},
+        {"name": serving_env("model_name"), "value": spec.model},
+        {"name": serving_env("model_version"), "value": version.version},
+        {"name": serving_env("track"), "value": track},
+        {"name": serving_env("port"), "value": str(SERVING_PORT)},
+        {"name": serving_env("cache_dir"), "value": ARTIFACT_CACHE},
         {
-            "name": "MLOPS_SERVING_CAPTURE_SAMPLE_RATE",
+            "name": serving_env("capture_sample_rate"),
             "value": str(spec.serving.capture.sample_rate),
         },
     ]
     if spec.serving.capture.metrics:
-        env.append({"name": "MLOPS_SERVING_CAPTURE_METRICS", "value": "true"})
+        env.append({"name": serving_env("capture_metrics"), "value": "true"})
     if version.digest:
-        env.insert(1, {"name": "MLOPS_SERVING_MODEL_DIGEST", "value": version.digest})
+        env.insert(1, {"name": serving_env("model_digest"), "value": version.digest})
     if spec.serving.batching is not None:
         env.append(
             {
-                "name": "MLOPS_SERVING_MAX_BATCH_SIZE",
+                "name": serving_env("max_batch_size"),
                 "value": str(spec.serving.batching.max_batch_size),
             }
         )
         env.append(
             {
-                "name": "MLOPS_SERVING_MAX_LATENCY_MS",
+                "name": serving_env("max_latency_ms"),
                 "value": str(spec.serving.batching.max_latency_ms),
             }
         )
     if spec.serving.auth_secret_ref is not None:
-        env.append({"name": "MLOPS_SERVING_AUTH_TOKEN_FILE", "value": f"{SECRETS_ROOT}/auth/token"})
+        env.append({"name": serving_env("auth_token_file"), "value": f"{SECRETS_ROOT}/auth/token"})
     if spec.resources and spec.resources.limits and "cpu" in spec.resources.limits:
         env.append(
             {
-                "name": "MLOPS_SERVING_WORKERS",
+                "name": serving_env("workers"),
                 "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}},
             }
         )
@@ -295,7 +297,7 @@ def render_deployment(
                 **{k: v for k, v in container.items() if not k.endswith(("Probe", "ports"))},
                 "name": VERIFY_CONTAINER,
                 "args": ["verify"],
-                "env": [*env, {"name": "MLOPS_SERVING_REPORT_FILE", "value": TERMINATION_LOG}],
+                "env": [*env, {"name": serving_env("report_file"), "value": TERMINATION_LOG}],
                 "terminationMessagePath": TERMINATION_LOG,
                 "terminationMessagePolicy": "File",
             }

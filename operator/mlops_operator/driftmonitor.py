@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from mlops_contract.profile import Profile
+from mlops_contract.windows import merge_windows
 from pydantic import ValidationError
 
 from mlops_operator import kube, promql
@@ -54,8 +56,6 @@ from mlops_operator.drift import (
 )
 from mlops_operator.metrics import DRIFT
 from mlops_operator.settings import OperatorSettings
-from mlops_serving.capture import merge_windows
-from mlops_serving.profile import Profile
 
 PLURAL = "driftmonitors"
 LABEL_MONITOR = f"{GROUP}/drift-monitor"

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, get_args
 
+from mlops_contract import routing
 from pydantic import ValidationError
 
 from mlops_operator import analysis, kube, rollout, traffic
@@ -39,7 +40,6 @@ from mlops_operator.constants import ANNOTATION_MODEL_VERSION, ANNOTATION_ROLLOU
 from mlops_operator.metrics import CANARY
 from mlops_operator.settings import OperatorSettings
 from mlops_operator.tracks import TrackVersion, build_status, stable_only, track_state
-from mlops_serving import routing
 
 PLURAL = "modeldeployments"
 COMMANDS: dict[str, rollout.Command] = {word: word for word in get_args(rollout.Command)}

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from mlops_contract.digest import file_digest
+from mlops_contract.fetch import FetchError, fetch_failure, remote_digest
+
 from mlops_operator import approval, kube
 from mlops_operator.conditions import Reporter, condition, merge, now
 from mlops_operator.constants import (
@@ -25,8 +28,6 @@ from mlops_operator.constants import (
     VERIFY_CONTAINER,
 )
 from mlops_operator.settings import OperatorSettings
-from mlops_serving.digest import file_digest
-from mlops_serving.fetch import FetchError, fetch_failure, remote_digest
 
 PLURAL = "modelversions"
 HISTORY_LIMIT = 50

@@ -23,9 +23,10 @@ routes and the mirror to the Gateway's implementation.
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlops_contract.routing import Backend, HeaderRoute, RoutingTable
+
 from mlops_operator.api.modeldeployment import CanaryStatus, ModelDeploymentSpec
 from mlops_operator.builders import Owner, ResolvedVersion, child_name, entry_name, plain_metadata
-from mlops_serving.routing import Backend, HeaderRoute, RoutingTable
 
 RUNNING = ("Progressing", "Paused")
 

@@ -24,18 +24,18 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
+from mlops_contract.profile import Profile
+from mlops_contract.settings import ServingSettings
 from starlette.concurrency import run_in_threadpool
 
 from . import binary
+from .artifacts import materialize
 from .bundle import Manifest, open_bundle
 from .capture import Capture, SharedCapture
-from .fetch import materialize
 from .loaders import Model, Outputs, load_model
 from .metrics import Metrics, capture_exposition
-from .profile import Profile
 from .requests import Features, RequestError, infer_outputs
 from .runner import Runner, time_call
-from .settings import ServingSettings
 
 log = logging.getLogger("mlops_serving")
 JSON = "application/json"

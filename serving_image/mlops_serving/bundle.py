@@ -18,10 +18,9 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from mlops_contract.digest import file_digest, verify_file
+from mlops_contract.profile import NUMERIC_BINS, SAMPLE_SIZE, Profile, build_profile
 from pydantic import BaseModel, Field
-
-from .digest import file_digest, verify_file
-from .profile import NUMERIC_BINS, SAMPLE_SIZE, Profile, build_profile
 
 MANIFEST = "bundle.json"
 PROFILE = "profile.json"
@@ -166,7 +165,7 @@ def build(
     `model` is a fitted scikit-learn estimator, a torch module, or a path to an
     ONNX file. `out` ending in .tar.gz (or `tarball=True`) writes a tarball.
     `profile_bins` and `profile_sample` size each numeric feature's reference in
-    profile.json (see profile.py).
+    profile.json (see mlops_contract.profile).
     """
     from .loaders import save_model  # noqa: PLC0415 - loaders import heavy frameworks lazily
 

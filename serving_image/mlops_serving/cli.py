@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from mlops_contract.digest import file_digest
+from mlops_contract.profile import NUMERIC_BINS, SAMPLE_SIZE
 
 from .bundle import BundleError, Lineage, build, open_bundle, read_reference, unpack
-from .digest import file_digest
-from .profile import NUMERIC_BINS, SAMPLE_SIZE
 
 MLFLOW_FLAVORS = {"sklearn": "sklearn", "pytorch": "pytorch", "onnx": "onnx"}
 

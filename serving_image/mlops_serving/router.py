@@ -30,12 +30,19 @@ from typing import Any
 
 import aiohttp
 import uvicorn
+from mlops_contract.routing import (
+    TABLE_KEY,
+    RoutingTable,
+    TableError,
+    choose_track,
+    mirrored,
+    parse,
+)
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .metrics import LATENCY_BUCKETS
-from .routing import TABLE_KEY, RoutingTable, TableError, choose_track, mirrored, parse
 from .upstream import Headers, Upstream, UpstreamError, UpstreamTimeoutError
 
 log = logging.getLogger("mlops_serving.router")

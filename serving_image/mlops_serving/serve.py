@@ -20,14 +20,14 @@ import tempfile
 from pathlib import Path
 
 import uvicorn
+from mlops_contract.digest import DigestMismatchError, file_digest
+from mlops_contract.fetch import FetchError, local_path
+from mlops_contract.settings import ServingSettings
 from pydantic import ValidationError
 
 from .app import create_app, fetch_artifact
 from .bundle import BundleError, open_bundle
-from .digest import DigestMismatchError, file_digest
-from .fetch import FetchError, local_path
 from .loaders import container_cpus
-from .settings import ServingSettings
 
 log = logging.getLogger("mlops_serving")
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kubernetes import client
+from mlops_contract.digest import file_digest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from mlops_serving import bundle
-from mlops_serving.digest import file_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 from kubernetes import client
+from mlops_contract.digest import file_digest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from mlops_serving import bundle
-from mlops_serving.digest import file_digest
 
 from .kube import IMAGE, Cluster, wait_until
 from .objects import absent_as_none, model_deployment

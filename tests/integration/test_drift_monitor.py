@@ -22,12 +22,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from kubernetes import client
+from mlops_contract.digest import file_digest
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.linear_model import LogisticRegression
 
 from mlops_operator.constants import GROUP, VERSION
 from mlops_serving import bundle
-from mlops_serving.digest import file_digest
 from tests.argocd import checked
 
 from .kube import IMAGE, ON_KWOK, Cluster, wait_until

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from mlops_contract.digest import file_digest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from mlops_serving import bundle
-from mlops_serving.digest import file_digest
 from tests.argocd import checked
 
 from .kube import IMAGE, Bridge, Cluster, wait_until

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from mlops_serving.routing import Backend, HeaderRoute, RoutingTable, render
+from mlops_contract.routing import Backend, HeaderRoute, RoutingTable, render
 
 from .kube import wait_until
 from .processes import free_port, metric

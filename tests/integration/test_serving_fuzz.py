@@ -15,11 +15,11 @@ import orjson
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from mlops_contract.digest import file_digest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from mlops_serving import bundle
-from mlops_serving.digest import file_digest
 
 from .kube import wait_until
 from .processes import SERVE, call, free_port

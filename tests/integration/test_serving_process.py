@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlops_contract.digest import file_digest
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from tritonclient import http as httpclient
 
 from mlops_serving import bundle
-from mlops_serving.digest import file_digest
 
 from .kube import wait_until
 from .processes import SERVE, call, environment, free_port, metric

@@ -12,13 +12,13 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from mlops_contract.digest import file_digest
+from mlops_contract.settings import ServingSettings
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from mlops_serving import bundle
 from mlops_serving.app import create_app
-from mlops_serving.digest import file_digest
-from mlops_serving.settings import ServingSettings
 
 
 @dataclass(frozen=True)

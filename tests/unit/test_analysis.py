@@ -3,6 +3,7 @@ or a PromQL answer, judged against the thresholds (alone and against stable), wi
 counters that reset and spans too thin to judge."""
 
 import pytest
+from mlops_contract.profile import FeatureProfile, Profile
 
 from mlops_operator.analysis import (
     Baselines,
@@ -19,7 +20,6 @@ from mlops_operator.api.modeldeployment import Analysis, PromQueries
 from mlops_operator.builders import child_name
 from mlops_operator.drift.stats import psi
 from mlops_operator.driftmonitor import Window
-from mlops_serving.profile import FeatureProfile, Profile
 
 ROUTE = 'model="iris",version="2",track="canary",route="predict"'
 METRICS = f"""\

@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
+from mlops_contract.routing import TABLE_KEY, Backend, RoutingTable, parse, render
+from mlops_contract.settings import ServingSettings
+from mlops_contract.settings import env as serving_env
 
 from mlops_operator.api.common import DNS_LABEL
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec
@@ -27,7 +30,6 @@ from mlops_operator.builders import (
     selector_labels,
     serving_selector,
 )
-from mlops_serving.routing import TABLE_KEY, Backend, RoutingTable, parse, render
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 OWNER = Owner("iris", "models", "0b1f9d1e-4c0a-4f7e-9a57-2d5c3b8e6f10")
@@ -368,3 +370,26 @@ def test_without_its_namespace_the_operator_is_not_admitted_by_name() -> None:
     policy = render_network_policy(spec, OWNER, CONFIG)
     router = {"mlops.dev/deployment": "iris", "mlops.dev/track": "router"}
     assert policy["spec"]["ingress"][0]["from"] == [{"podSelector": {"matchLabels": router}}]
+
+
+def test_the_serving_pods_environment_is_what_their_settings_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator names the pod's variables through the contract, and the serving
+    image reads them back as the values the operator meant."""
+    spec = ModelDeploymentSpec.model_validate(
+        {"model": "iris", "stable": {"version": "3"}, "serving": {"batching": {"maxBatchSize": 8}}}
+    )
+    (deployment,) = [
+        c for c in render_track(spec, OWNER, "canary", VERSION, CONFIG) if c["kind"] == "Deployment"
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for variable in container["env"]:
+        assert variable["name"].startswith("MLOPS_SERVING_"), variable
+        monkeypatch.setenv(variable["name"], variable["value"])
+    settings = ServingSettings()
+    assert (settings.model_uri, settings.model_digest) == (VERSION.uri, VERSION.digest)
+    assert (settings.model_name, settings.model_version, settings.track) == ("iris", "3", "canary")
+    assert settings.max_batch_size == 8
+    with pytest.raises(KeyError, match="no setting 'modle_uri'"):
+        serving_env("modle_uri")

@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from mlops_contract.digest import DigestMismatchError, file_digest
+from mlops_contract.profile import build_profile
 
 from mlops_serving import bundle
+from mlops_serving.artifacts import materialize
 from mlops_serving.bundle import BundleError, open_bundle, unpack
 from mlops_serving.cli import main as bundle_cli
-from mlops_serving.digest import DigestMismatchError, file_digest
-from mlops_serving.fetch import materialize
 from mlops_serving.loaders import load_model
-from mlops_serving.profile import build_profile
 
 from .conftest import BuiltBundle, Iris, require
 

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlops_contract.profile import build_profile
+from mlops_contract.windows import merge_windows
 
-from mlops_serving.capture import Capture, SharedCapture, merge_windows
-from mlops_serving.profile import build_profile
+from mlops_serving.capture import Capture, SharedCapture
 
 
 def make_capture(clock: list[float], **options: float) -> Capture:

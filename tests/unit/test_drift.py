@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
+from mlops_contract.profile import build_profile
+from mlops_contract.windows import merge_reservoirs
 
 from mlops_operator.drift import (
     DriftConfigError,
@@ -24,8 +26,7 @@ from mlops_operator.drift import (
 from mlops_operator.drift import stats as drift_stats
 from mlops_operator.drift.cli import main as drift_cli
 from mlops_operator.drift.engine import FeatureReference
-from mlops_serving.capture import Capture, merge_reservoirs
-from mlops_serving.profile import build_profile
+from mlops_serving.capture import Capture
 
 # (reference size, current size, kind of data): small and large, exact and asymptotic
 # p-values, continuous data and data full of ties.

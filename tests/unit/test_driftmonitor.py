@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from mlops_contract.profile import build_profile
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,7 +38,6 @@ from mlops_operator.metrics import DriftGauges
 from mlops_operator.settings import OperatorSettings
 from mlops_operator.timers import Timers
 from mlops_serving.capture import Capture
-from mlops_serving.profile import build_profile
 
 NOON = parse_time("2026-12-02T12:00:00Z")
 

@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from mlops_contract.digest import DigestMismatchError
+from mlops_contract.fetch import FetchError, remote_digest, s3_keys
 
+from mlops_serving.artifacts import materialize
 from mlops_serving.bundle import open_bundle
-from mlops_serving.digest import DigestMismatchError
-from mlops_serving.fetch import FetchError, materialize, remote_digest, s3_keys
 
 from .conftest import BuiltBundle
 

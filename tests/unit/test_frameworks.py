@@ -5,10 +5,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from mlops_contract.digest import file_digest
 
 from mlops_serving import bundle
 from mlops_serving.bundle import open_bundle
-from mlops_serving.digest import file_digest
 from mlops_serving.loaders import load_model
 
 from .conftest import ClientFactory, Iris, require

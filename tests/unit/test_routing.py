@@ -7,9 +7,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-
-from mlops_serving.router import Endpoints
-from mlops_serving.routing import (
+from mlops_contract.routing import (
     Backend,
     HeaderRoute,
     RoutingTable,
@@ -19,6 +17,8 @@ from mlops_serving.routing import (
     parse,
     render,
 )
+
+from mlops_serving.router import Endpoints
 
 REQUESTS = 10_000
 

@@ -423,8 +423,9 @@ async def test_batching_joins_concurrent_requests(client_for: ClientFactory) -> 
 
 
 def test_openapi_documents_the_inference_bodies(client_for: ClientFactory) -> None:
+    from mlops_contract.settings import ServingSettings  # noqa: PLC0415
+
     from mlops_serving.app import create_app  # noqa: PLC0415
-    from mlops_serving.settings import ServingSettings  # noqa: PLC0415
 
     spec = create_app(ServingSettings(model_uri="file:///nowhere")).openapi()
     body = spec["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]

@@ -17,8 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-
-from mlops_serving.profile import (
+from mlops_contract.profile import (
     FeatureProfile,
     Profile,
     categories_of,

@@ -89,3 +89,11 @@ class ServingSettings(BaseSettings):
         if not token:
             raise ValueError("the token file is empty")
         return path
+
+
+def env(field: str) -> str:
+    """The variable that sets ServingSettings.<field>: the name the operator writes
+    into a serving pod, refused if no such setting exists."""
+    if field not in ServingSettings.model_fields:
+        raise KeyError(f"ServingSettings has no setting {field!r}")
+    return f"{ServingSettings.model_config.get('env_prefix', '')}{field.upper()}"

@@ -1,17 +1,17 @@
-"""Fetch a model artifact to local disk and verify its pinned digest.
+"""Fetch a model artifact, within a deadline and a byte cap, and verify its pinned
+digest: the serving pods download it (mlops_serving.artifacts), the operator hashes
+it without keeping it (remote_digest).
 
 Schemes: file://, pvc://claim/path (a volume mounted under the pvc root),
 http(s)://, s3:// (boto3; endpoint and credentials from the usual AWS
 variables). A download lands in a temporary file, is hashed while it streams,
-and is moved into the cache only when the digest matches, so nothing unverified
-is ever handed to a loader.
+and is moved into place only when the digest matches. Every failure is a
+FetchError in words that never carry a credential.
 """
 
 import configparser
 import hashlib
-import json
 import os
-import shutil
 import socket
 import ssl
 import stat
@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 from urllib.parse import urlparse
 
-from .bundle import MANIFEST, BundleError, unpack
 from .digest import CHUNK, DIGEST_RE, DigestMismatchError
 
 SCHEMES = ("file", "pvc", "http", "https", "s3")
@@ -159,7 +158,7 @@ def _open_remote(uri: str, credentials: str | None, timeout: float) -> BinaryIO:
             import boto3  # noqa: PLC0415
             from botocore.config import Config  # noqa: PLC0415
         except ImportError as error:
-            raise BundleError("s3:// artifacts need boto3 (pip install boto3)") from error
+            raise FetchError("s3:// artifacts need boto3 (pip install boto3)") from error
         keys = s3_keys(credentials) if credentials else {}
         limits = Config(connect_timeout=min(timeout, READ_TIMEOUT), read_timeout=READ_TIMEOUT)
         # botocore itself honours AWS_ENDPOINT_URL_S3 and AWS_ENDPOINT_URL (S3-compatible
@@ -167,7 +166,7 @@ def _open_remote(uri: str, credentials: str | None, timeout: float) -> BinaryIO:
         s3 = boto3.client("s3", config=limits, **keys)
         body: BinaryIO = s3.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"]
         return body
-    raise BundleError(f"artifact uri {uri!r}: unsupported scheme (use {', '.join(SCHEMES)})")
+    raise FetchError(f"unsupported scheme {parsed.scheme!r} (use {', '.join(SCHEMES)})")
 
 
 def _open_local(path: Path) -> BinaryIO:
@@ -210,8 +209,6 @@ def _stream(
                 sha.update(chunk)
                 if sink is not None:
                     sink.write(chunk)
-    except BundleError:
-        raise
     except Exception as error:  # noqa: BLE001 - every failure, in safe words
         raise fetch_failure(uri, error) from None
     return f"sha256:{sha.hexdigest()}", size
@@ -256,74 +253,3 @@ def download(
         )
     Path(partial.name).replace(target)
     return target
-
-
-def materialize(
-    uri: str,
-    digest: str | None,
-    cache: Path,
-    pvc_root: Path,
-    credentials: str | None = None,
-    *,
-    timeout: float = DEFAULT_TIMEOUT,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-) -> Path:
-    """A verified bundle directory for `uri`, in the pod's private `cache`.
-
-    Every artifact, local ones included, is copied into the cache and hashed as it
-    is copied, and is used only from there: what was verified is what is loaded,
-    even if a file on a shared volume changes between a check and a second read.
-    The digest pins a tarball (or the bundle.json of a directory bundle); bundle.json
-    then pins every other file, which bundle.open_bundle checks on the copy.
-    """
-    if digest is None:
-        raise DigestMismatchError(f"artifact {uri}: no digest pinned; refusing to load it")
-    if not DIGEST_RE.match(digest):
-        raise DigestMismatchError(f"artifact digest {digest!r} is not of the form sha256:<64 hex>")
-    path = local_path(uri, pvc_root)
-    if path is not None and not path.exists():
-        raise BundleError(f"artifact {uri}: {path} does not exist")
-    directory = cache / "bundles" / digest.removeprefix("sha256:")
-    if (directory / MANIFEST).exists():
-        return directory
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent))
-    try:
-        if path is not None and path.is_dir():
-            _copy_bundle(uri, path, digest, staging, timeout=timeout, max_bytes=max_bytes)
-        else:
-            tarball = cache / "artifacts" / digest.removeprefix("sha256:")
-            if not tarball.exists():
-                download(uri, digest, tarball, credentials, timeout=timeout,
-                         max_bytes=max_bytes, local=path)  # fmt: skip
-            unpack(tarball, staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(directory, ignore_errors=True)
-    staging.replace(directory)
-    return directory
-
-
-def _copy_bundle(
-    uri: str, source: Path, digest: str, into: Path, *, timeout: float, max_bytes: int
-) -> None:
-    """Copy a directory bundle: bundle.json checked against `digest` as it is copied,
-    then each file it pins, checked against its own digest."""
-    download(uri, digest, into / MANIFEST, timeout=timeout, max_bytes=max_bytes,
-             local=source / MANIFEST)  # fmt: skip
-    try:
-        files = json.loads((into / MANIFEST).read_bytes())["files"]
-        pinned = {str(name): str(file_digest) for name, file_digest in files.items()}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise BundleError(f"{MANIFEST}: no files mapping of names to digests") from None
-    for name, file_digest in pinned.items():
-        if Path(name).name != name or name in {".", "..", MANIFEST}:
-            raise BundleError(f"{MANIFEST}: files names {name!r}, not a file of the bundle")
-        if not DIGEST_RE.match(file_digest):
-            raise BundleError(f"{MANIFEST}: files[{name!r}] is not a sha256 digest")
-        try:
-            download(uri, file_digest, into / name, timeout=timeout, max_bytes=max_bytes,
-                     local=source / name)  # fmt: skip
-        except DigestMismatchError as error:
-            raise DigestMismatchError(f"bundle file {name}: {error}") from None
