@@ -47,7 +47,7 @@ from mlops_operator import kube
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec
 from mlops_operator.builders import Owner, RenderConfig, ResolvedVersion, render_track
 from mlops_operator.constants import GROUP, VERSION
-from mlops_serving import bundle
+from mlops_serving import packing
 
 ROOT = Path(__file__).resolve().parent.parent
 ON_KWOK = {
@@ -109,7 +109,7 @@ def main() -> int:
     )
     work = Path(tempfile.mkdtemp())
     frame, target = load_iris(return_X_y=True, as_frame=True)
-    artifact = bundle.build(
+    artifact = packing.build(
         LogisticRegression(max_iter=500).fit(frame.to_numpy(), target),
         frame,
         work / "iris.tar.gz",

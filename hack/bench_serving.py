@@ -73,7 +73,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mlops_serving import bundle
+from mlops_serving import packing
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("MLOPS_CACHE_DIR", Path.home() / ".cache" / "mlops-operator")) / "bench"
@@ -146,7 +146,7 @@ def prepare(work: Path) -> tuple[Path, Path, str, np.ndarray]:
     )
     model_file = work / "model.joblib"
     joblib.dump(model, model_file)
-    tarball = bundle.build(model, frame, work / "bench.tar.gz", name="bench", version="1")
+    tarball = packing.build(model, frame, work / "bench.tar.gz", name="bench", version="1")
     return model_file, tarball, file_digest(tarball), frame.to_numpy()
 
 

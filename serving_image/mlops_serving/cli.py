@@ -16,7 +16,8 @@ import yaml
 from mlops_contract.digest import file_digest
 from mlops_contract.profile import NUMERIC_BINS, SAMPLE_SIZE
 
-from .bundle import BundleError, Lineage, build, open_bundle, read_reference, unpack
+from .bundle import BundleError, Lineage, open_bundle, unpack
+from .packing import build, read_reference
 
 MLFLOW_FLAVORS = {"sklearn": "sklearn", "pytorch": "pytorch", "onnx": "onnx"}
 

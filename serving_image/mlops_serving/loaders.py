@@ -6,14 +6,16 @@ torch and onnxruntime are optional extras, imported only when a model needs them
 
 import os
 import pickle
+import platform
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from .bundle import BundleError, Format, Framework, Manifest, library_versions
+from .bundle import BundleError, Format, Framework, Manifest
 
 Task = Literal["classification", "regression", "other"]
 Array = npt.NDArray[Any]
@@ -226,3 +228,13 @@ def load_model(directory: Path, manifest: Manifest) -> Model:
     raise BundleError(
         f"bundle.json: format {manifest.format} does not fit framework {manifest.framework}"
     )
+
+
+def library_versions(*names: str) -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

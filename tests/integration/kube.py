@@ -16,7 +16,7 @@ from mlops_contract.digest import file_digest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from mlops_serving import bundle
+from mlops_serving import packing
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -66,7 +66,7 @@ def iris_bundle(out: Path, version: str = "1", c: float = 1.0) -> tuple[Path, st
     """A real bundle of an iris classifier at `out`, and its digest."""
     frame, target = load_iris(return_X_y=True, as_frame=True)
     model = LogisticRegression(C=c, max_iter=500).fit(frame.to_numpy(), target)
-    bundle.build(model, frame, out, name="iris", version=version)
+    packing.build(model, frame, out, name="iris", version=version)
     return out, file_digest(out)
 
 

@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from mlops_serving import bundle
+from mlops_serving import packing
 
 from .kube import IMAGE, Cluster, wait_until
 from .objects import absent_as_none, model_deployment
@@ -34,7 +34,7 @@ def faulty_bundle(out: Path) -> tuple[Path, str]:
     frame, target = load_iris(return_X_y=True, as_frame=True)
     model = make_pipeline(FunctionTransformer(np.sqrt), LogisticRegression(max_iter=500))
     model.fit(frame.to_numpy(), target)
-    bundle.build(model, frame, out, name="iris", version="3")
+    packing.build(model, frame, out, name="iris", version="3")
     return out, file_digest(out)
 
 

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.linear_model import LogisticRegression
 
 from mlops_operator.constants import GROUP, VERSION
-from mlops_serving import bundle
+from mlops_serving import packing
 from tests.argocd import checked
 
 from .kube import IMAGE, ON_KWOK, Cluster, wait_until
@@ -57,7 +57,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     target = (reference["f0"] + reference["f1"] > 0).astype(int)
     model = LogisticRegression().fit(reference.to_numpy(), target)
     out = tmp_path_factory.mktemp("drift") / "shift-1.tar.gz"
-    bundle.build(model, reference, out, name="shift", version="1")
+    packing.build(model, reference, out, name="shift", version="1")
     return out, file_digest(out)
 
 

@@ -18,7 +18,7 @@ from mlops_contract.digest import file_digest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from mlops_serving import bundle
+from mlops_serving import packing
 from tests.argocd import checked
 
 from .kube import IMAGE, Bridge, Cluster, wait_until
@@ -38,7 +38,7 @@ def claim_root(tmp_path: Path) -> Path:
     model = LogisticRegression(max_iter=500).fit(frame.to_numpy(), target)
     root = tmp_path / "mnt-models"
     (root / CLAIM).mkdir(parents=True)
-    good = bundle.build(model, frame, root / CLAIM / "iris-1.tar.gz", name="iris", version="1")
+    good = packing.build(model, frame, root / CLAIM / "iris-1.tar.gz", name="iris", version="1")
     tampered = root / CLAIM / "iris-2.tar.gz"
     shutil.copyfile(good, tampered)
     with tampered.open("ab") as handle:

@@ -19,7 +19,7 @@ from mlops_contract.digest import file_digest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from mlops_serving import bundle
+from mlops_serving import packing
 
 from .kube import wait_until
 from .processes import SERVE, call, free_port
@@ -30,7 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
     """A real mlops-serve with one worker (so its pid is the server's); URL and pid."""
     directory = tmp_path_factory.mktemp("fuzz")
     frame, target = load_iris(return_X_y=True, as_frame=True)
-    out = bundle.build(LogisticRegression(max_iter=500).fit(frame.to_numpy(), target), frame,
+    out = packing.build(LogisticRegression(max_iter=500).fit(frame.to_numpy(), target), frame,
                        directory / "iris.tar.gz", name="iris", version="1")  # fmt: skip
     port = free_port()
     env = {

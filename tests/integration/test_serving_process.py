@@ -15,7 +15,7 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from tritonclient import http as httpclient
 
-from mlops_serving import bundle
+from mlops_serving import packing
 
 from .kube import wait_until
 from .processes import SERVE, call, environment, free_port, metric
@@ -26,7 +26,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     frame, target = load_iris(return_X_y=True, as_frame=True)
     model = RandomForestClassifier(n_estimators=20, random_state=0).fit(frame.to_numpy(), target)
     out = tmp_path_factory.mktemp("serve") / "iris.tar.gz"
-    bundle.build(model, frame, out, name="iris", version="9")
+    packing.build(model, frame, out, name="iris", version="9")
     return out, file_digest(out)
 
 

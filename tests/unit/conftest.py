@@ -17,7 +17,7 @@ from mlops_contract.settings import ServingSettings
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from mlops_serving import bundle
+from mlops_serving import packing
 from mlops_serving.app import create_app
 
 
@@ -45,7 +45,7 @@ def iris() -> Iris:
 @pytest.fixture(scope="session")
 def iris_bundle(iris: Iris, tmp_path_factory: pytest.TempPathFactory) -> BuiltBundle:
     out = tmp_path_factory.mktemp("bundles") / "iris-1.tar.gz"
-    bundle.build(iris.model, iris.frame, out, name="iris", version="1")
+    packing.build(iris.model, iris.frame, out, name="iris", version="1")
     return BuiltBundle(out, file_digest(out))
 
 

@@ -14,7 +14,7 @@ import yaml
 from mlops_contract.digest import DigestMismatchError, file_digest
 from mlops_contract.profile import build_profile
 
-from mlops_serving import bundle
+from mlops_serving import bundle, packing
 from mlops_serving.artifacts import materialize
 from mlops_serving.bundle import BundleError, open_bundle, unpack
 from mlops_serving.cli import main as bundle_cli
@@ -37,7 +37,7 @@ class Exploit:
 def test_sklearn_round_trip_in_each_format(
     iris: Iris, tmp_path: Path, format: bundle.Format
 ) -> None:
-    out = bundle.build(
+    out = packing.build(
         iris.model, iris.frame, tmp_path / "b", name="iris", version="7", format=format
     )
     manifest, profile = open_bundle(out)
@@ -90,15 +90,15 @@ def test_reference_files_csv_parquet_npz(iris: Iris, tmp_path: Path) -> None:
     iris.frame.to_parquet(tmp_path / "ref.parquet")
     np.savez(tmp_path / "ref.npz", **{c: iris.frame[c].to_numpy() for c in iris.frame.columns})
     for name in ("ref.csv", "ref.parquet", "ref.npz"):
-        columns = bundle.read_reference(tmp_path / name)
+        columns = packing.read_reference(tmp_path / name)
         assert list(columns) == list(iris.frame.columns)
         assert np.allclose(columns["petal_width"], iris.frame["petal_width"])
     with pytest.raises(BundleError, match=r"unsupported format '\.xlsx'"):
-        bundle.read_reference(tmp_path / "ref.xlsx")
+        packing.read_reference(tmp_path / "ref.xlsx")
 
 
 def test_tampered_pickle_is_refused_without_being_loaded(iris: Iris, tmp_path: Path) -> None:
-    out = bundle.build(
+    out = packing.build(
         iris.model, iris.frame, tmp_path / "b", name="iris", version="1", format="pickle"
     )
     marker = tmp_path / "unpickled"
@@ -124,7 +124,7 @@ def test_what_is_verified_is_a_private_copy_and_what_is_loaded(
     """A file on a shared volume may change after it was checked: the bundle loaded is
     the copy hashed on its way into the pod's cache, whatever the source does next."""
     if kind == "directory":
-        source = bundle.build(iris.model, iris.frame, tmp_path / "b", name="iris", version="1")
+        source = packing.build(iris.model, iris.frame, tmp_path / "b", name="iris", version="1")
         uri, digest = f"file://{source}", file_digest(source / "bundle.json")
         tamper = source / "model.joblib"
     else:
@@ -213,7 +213,7 @@ def test_unpacking_is_bounded_and_leaves_nothing_behind(tmp_path: Path) -> None:
 
 
 def test_unknown_format_in_manifest_is_refused(iris: Iris, tmp_path: Path) -> None:
-    out = bundle.build(iris.model, iris.frame, tmp_path / "b", name="iris", version="1")
+    out = packing.build(iris.model, iris.frame, tmp_path / "b", name="iris", version="1")
     manifest = json.loads((out / "bundle.json").read_text())
     manifest["format"] = "safetensors"
     (out / "bundle.json").write_text(json.dumps(manifest))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from mlops_contract.digest import file_digest
 
-from mlops_serving import bundle
+from mlops_serving import bundle, packing
 from mlops_serving.bundle import open_bundle
 from mlops_serving.loaders import load_model
 
@@ -31,7 +31,7 @@ def torch_classifier(iris: Iris) -> Any:
 @pytest.mark.parametrize("format", ["torchscript", "torch-export"])
 def test_torch_round_trip(iris: Iris, tmp_path: Path, format: bundle.Format) -> None:
     module = torch_classifier(iris)
-    out = bundle.build(
+    out = packing.build(
         module, iris.frame, tmp_path / "b", name="iris-net", version="1", format=format
     )
     manifest, profile = open_bundle(out)
@@ -48,7 +48,7 @@ def test_torch_round_trip(iris: Iris, tmp_path: Path, format: bundle.Format) -> 
 def test_sklearn_as_onnx_round_trip(iris: Iris, tmp_path: Path) -> None:
     require("onnxruntime")
     require("skl2onnx")
-    out = bundle.build(
+    out = packing.build(
         iris.model, iris.frame, tmp_path / "b", name="iris", version="1", format="onnx"
     )
     manifest, _ = open_bundle(out)
@@ -68,7 +68,7 @@ def test_onnx_file_bundle(iris: Iris, tmp_path: Path) -> None:
     )
     path = tmp_path / "model.onnx"
     path.write_bytes(onx.SerializeToString())
-    out = bundle.build(
+    out = packing.build(
         path, iris.frame, tmp_path / "b.tar.gz", name="iris", version="2", framework="onnx"
     )
     manifest, _ = open_bundle(bundle.unpack(out, tmp_path / "u"))
@@ -78,7 +78,7 @@ def test_onnx_file_bundle(iris: Iris, tmp_path: Path) -> None:
 async def test_torch_bundle_serves_over_the_api(
     iris: Iris, tmp_path: Path, client_for: ClientFactory
 ) -> None:
-    out = bundle.build(
+    out = packing.build(
         torch_classifier(iris), iris.frame, tmp_path / "net.tar.gz", name="net", version="1"
     )
     async with client_for(model_uri=f"file://{out}", model_digest=file_digest(out)) as client:
