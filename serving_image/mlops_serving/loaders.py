@@ -4,9 +4,11 @@ Loading happens only after the bundle's digests were verified (bundle.open_bundl
 torch and onnxruntime are optional extras, imported only when a model needs them.
 """
 
+import functools
 import os
 import pickle
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -126,64 +128,13 @@ def _torch_task(output: Array) -> Task:
     return "classification" if output.ndim == 2 and output.shape[1] > 1 else "regression"
 
 
-def save_model(
-    model: Any, framework: Framework, format: Format, path: Path, features: Array
-) -> tuple[Model, dict[str, str]]:
-    """Serialize `model` to `path` in `format`; return it reloaded, and library versions."""
-    if framework == "sklearn":
-        if format == "joblib":
-            import joblib  # noqa: PLC0415
-
-            joblib.dump(model, path)
-        elif format == "pickle":
-            path.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
-        elif format == "skops":
-            import skops.io  # noqa: PLC0415
-
-            skops.io.dump(model, path)
-        elif format == "onnx":
-            return _save_sklearn_onnx(model, path, features)
-        else:
-            raise BundleError(f"format {format} does not apply to sklearn models")
-        return SklearnModel(model), library_versions("scikit-learn", "numpy", "joblib", "skops")
-    if framework == "pytorch":
-        import torch  # noqa: PLC0415
-
-        example = torch.from_numpy(np.ascontiguousarray(features[:8], dtype=np.float32))
-        module = model.eval()
-        if format == "torchscript":
-            scripted = (
-                module
-                if isinstance(module, torch.jit.ScriptModule)
-                else torch.jit.trace(module, example)  # type: ignore[no-untyped-call]
-            )
-            torch.jit.save(scripted, str(path))
-        elif format == "torch-export":
-            batch = torch.export.Dim("batch", min=1)
-            exported = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
-            torch.export.save(exported, str(path))
-        else:
-            raise BundleError(f"format {format} does not apply to pytorch models")
-        with torch.inference_mode():
-            probe = module(example).numpy()
-        task = _torch_task(probe)
-        classes = list(range(probe.shape[1])) if task == "classification" else []
-        return _load_torch(path, format, task, classes), library_versions("torch", "numpy")
-    if framework == "onnx":
-        path.write_bytes(Path(model).read_bytes())
-        return _load_onnx(path, "other", []), library_versions("onnxruntime", "numpy")
-    raise BundleError(f"unknown framework {framework}")
-
-
-def _save_sklearn_onnx(model: Any, path: Path, features: Array) -> tuple[Model, dict[str, str]]:
+def _save_sklearn_onnx(model: Any, path: Path, features: Array) -> Model:
     from skl2onnx import to_onnx  # noqa: PLC0415
 
     onx = to_onnx(model, features[:1].astype(np.float32), options={"zipmap": False})
     path.write_bytes(onx.SerializeToString())
     reference = SklearnModel(model)
-    return _load_onnx(path, reference.task, reference.classes), library_versions(
-        "scikit-learn", "skl2onnx", "onnxruntime", "numpy"
-    )
+    return _load_onnx(path, reference.task, reference.classes)
 
 
 def _load_torch(path: Path, format: Format, task: Task, classes: list[Any]) -> TorchModel:
@@ -206,30 +157,6 @@ def _load_onnx(path: Path, task: Task, classes: list[Any]) -> OnnxModel:
     return OnnxModel(session, task, classes)
 
 
-def load_model(directory: Path, manifest: Manifest) -> Model:
-    """Load a verified bundle's model file. Call only after bundle.open_bundle."""
-    path = directory / manifest.model_file
-    if manifest.framework == "sklearn" and manifest.format in ("joblib", "pickle", "skops"):
-        if manifest.format == "joblib":
-            import joblib  # noqa: PLC0415
-
-            estimator = joblib.load(path)
-        elif manifest.format == "pickle":
-            estimator = pickle.loads(path.read_bytes())  # noqa: S301 - digest verified before
-        else:
-            import skops.io  # noqa: PLC0415
-
-            estimator = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
-        return SklearnModel(estimator)
-    if manifest.format in ("torchscript", "torch-export"):
-        return _load_torch(path, manifest.format, manifest.task, manifest.classes)
-    if manifest.format == "onnx":
-        return _load_onnx(path, manifest.task, manifest.classes)
-    raise BundleError(
-        f"bundle.json: format {manifest.format} does not fit framework {manifest.framework}"
-    )
-
-
 def library_versions(*names: str) -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in names:
@@ -238,3 +165,123 @@ def library_versions(*names: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def _save_joblib(model: Any, path: Path, _: Array) -> Model:
+    import joblib  # noqa: PLC0415
+
+    joblib.dump(model, path)
+    return SklearnModel(model)
+
+
+def _load_joblib(path: Path, _: Manifest) -> Model:
+    import joblib  # noqa: PLC0415
+
+    return SklearnModel(joblib.load(path))
+
+
+def _save_pickle(model: Any, path: Path, _: Array) -> Model:
+    path.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+    return SklearnModel(model)
+
+
+def _load_pickle(path: Path, _: Manifest) -> Model:
+    return SklearnModel(pickle.loads(path.read_bytes()))  # noqa: S301 - digest verified before
+
+
+def _save_skops(model: Any, path: Path, _: Array) -> Model:
+    import skops.io  # noqa: PLC0415
+
+    skops.io.dump(model, path)
+    return SklearnModel(model)
+
+
+def _load_skops(path: Path, _: Manifest) -> Model:
+    import skops.io  # noqa: PLC0415
+
+    return SklearnModel(skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path)))
+
+
+def _save_torch(model: Any, path: Path, features: Array, format: Format) -> Model:
+    import torch  # noqa: PLC0415
+
+    example = torch.from_numpy(np.ascontiguousarray(features[:8], dtype=np.float32))
+    module = model.eval()
+    if format == "torchscript":
+        scripted = (
+            module
+            if isinstance(module, torch.jit.ScriptModule)
+            else torch.jit.trace(module, example)  # type: ignore[no-untyped-call]
+        )
+        torch.jit.save(scripted, str(path))
+    else:
+        batch = torch.export.Dim("batch", min=1)
+        exported = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(exported, str(path))
+    with torch.inference_mode():
+        probe = module(example).numpy()
+    task = _torch_task(probe)
+    classes = list(range(probe.shape[1])) if task == "classification" else []
+    return _load_torch(path, format, task, classes)
+
+
+def _save_onnx_file(model: Any, path: Path, _: Array) -> Model:
+    path.write_bytes(Path(model).read_bytes())
+    return _load_onnx(path, "other", [])
+
+
+def _load_onnx_file(path: Path, manifest: Manifest) -> Model:
+    return _load_onnx(path, manifest.task, manifest.classes)
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One format of one framework: how a model is written into a bundle, how it is
+    read back, and the libraries whose versions the bundle records."""
+
+    save: Callable[[Any, Path, Array], Model]
+    load: Callable[[Path, Manifest], Model]
+    libraries: tuple[str, ...]
+
+
+SKLEARN = ("scikit-learn", "numpy", "joblib", "skops")
+CODECS: dict[tuple[Framework, Format], Codec] = {
+    ("sklearn", "joblib"): Codec(_save_joblib, _load_joblib, SKLEARN),
+    ("sklearn", "pickle"): Codec(_save_pickle, _load_pickle, SKLEARN),
+    ("sklearn", "skops"): Codec(_save_skops, _load_skops, SKLEARN),
+    ("sklearn", "onnx"): Codec(
+        _save_sklearn_onnx, _load_onnx_file, ("scikit-learn", "skl2onnx", "onnxruntime", "numpy")
+    ),
+    ("pytorch", "torchscript"): Codec(
+        functools.partial(_save_torch, format="torchscript"),
+        lambda path, manifest: _load_torch(path, "torchscript", manifest.task, manifest.classes),
+        ("torch", "numpy"),
+    ),
+    ("pytorch", "torch-export"): Codec(
+        functools.partial(_save_torch, format="torch-export"),
+        lambda path, manifest: _load_torch(path, "torch-export", manifest.task, manifest.classes),
+        ("torch", "numpy"),
+    ),
+    ("onnx", "onnx"): Codec(_save_onnx_file, _load_onnx_file, ("onnxruntime", "numpy")),
+}
+"""Every (framework, format) a bundle may hold: one entry writes and reads each."""
+
+
+def save_model(
+    model: Any, framework: Framework, format: Format, path: Path, features: Array
+) -> tuple[Model, dict[str, str]]:
+    """Serialize `model` to `path` in `format`; return it reloaded, and library versions."""
+    codec = CODECS.get((framework, format))
+    if codec is None:
+        raise BundleError(f"format {format} does not apply to {framework} models")
+    return codec.save(model, path, features), library_versions(*codec.libraries)
+
+
+def load_model(directory: Path, manifest: Manifest) -> Model:
+    """Load a verified bundle's model file. Call only after bundle.open_bundle."""
+    codec = CODECS.get((manifest.framework, manifest.format))
+    if codec is None:
+        raise BundleError(
+            f"bundle.json: format {manifest.format} does not fit framework {manifest.framework}"
+        )
+    return codec.load(directory / manifest.model_file, manifest)

@@ -9,7 +9,8 @@ from mlops_contract.digest import file_digest
 
 from mlops_serving import bundle, packing
 from mlops_serving.bundle import open_bundle
-from mlops_serving.loaders import load_model
+from mlops_serving.loaders import CODECS, load_model
+from mlops_serving.packing import DEFAULT_FORMATS, MODEL_FILES
 
 from .conftest import ClientFactory, Iris, require
 
@@ -94,3 +95,11 @@ async def test_torch_bundle_serves_over_the_api(
     assert answer.status_code == 200
     assert answer.json()["prediction"] == 0
     assert {o["name"] for o in infer.json()["outputs"]} == {"output", "predict"}
+
+
+def test_every_format_a_bundle_is_written_in_can_be_read_back() -> None:
+    """One codec per (framework, format) writes and reads; the writer's defaults and
+    file names cover exactly those formats."""
+    formats = {format for _, format in CODECS}
+    assert set(MODEL_FILES) == formats
+    assert all((framework, format) in CODECS for framework, format in DEFAULT_FORMATS.items())
