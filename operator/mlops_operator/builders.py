@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from mlops_contract.routing import TABLE_KEY
+from mlops_contract.settings import RouterSettings
 from mlops_contract.settings import env as serving_env
 
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec
@@ -591,10 +592,13 @@ def render_router(
         "args": [ROUTER],
         "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
         "env": [
-            {"name": "MLOPS_ROUTER_NAMESPACE", "value": owner.namespace},
-            {"name": "MLOPS_ROUTER_CONFIGMAP", "value": name},
-            {"name": "MLOPS_ROUTER_PORT", "value": str(SERVING_PORT)},
-            {"name": "MLOPS_ROUTER_TABLE_FILE", "value": f"{ROUTER_TABLE_DIR}/{TABLE_KEY}"},
+            {"name": serving_env("namespace", RouterSettings), "value": owner.namespace},
+            {"name": serving_env("configmap", RouterSettings), "value": name},
+            {"name": serving_env("port", RouterSettings), "value": str(SERVING_PORT)},
+            {
+                "name": serving_env("table_file", RouterSettings),
+                "value": f"{ROUTER_TABLE_DIR}/{TABLE_KEY}",
+            },
         ],
         "volumeMounts": [{"name": "table", "mountPath": ROUTER_TABLE_DIR, "readOnly": True}],
         "readinessProbe": _probe("/router/ready", period=2, failures=3),

@@ -1,9 +1,12 @@
-"""Serving settings, from MLOPS_SERVING_* environment variables (the image's interface)."""
+"""The serving image's settings, from MLOPS_SERVING_* (the model server) and MLOPS_ROUTER_*
+(the router) environment variables: the interface the operator writes into pods."""
 
 from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .routing import TABLE_KEY
 
 
 class ServingSettings(BaseSettings):
@@ -91,9 +94,49 @@ class ServingSettings(BaseSettings):
         return path
 
 
-def env(field: str) -> str:
-    """The variable that sets ServingSettings.<field>: the name the operator writes
-    into a serving pod, refused if no such setting exists."""
-    if field not in ServingSettings.model_fields:
-        raise KeyError(f"ServingSettings has no setting {field!r}")
-    return f"{ServingSettings.model_config.get('env_prefix', '')}{field.upper()}"
+class RouterSettings(BaseSettings):
+    """Everything the router reads from its environment (MLOPS_ROUTER_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_ROUTER_", use_attribute_docstrings=True)
+
+    host: str = "0.0.0.0"  # noqa: S104 - a container serves on all its interfaces
+    """Listen address."""
+    port: int = Field(default=8080, ge=1, le=65535)
+    """Listen port."""
+    table_file: Path = Path("/etc/mlops-router") / TABLE_KEY
+    """The routing table as mounted from the ConfigMap (the fallback to the watch)."""
+    namespace: str | None = None
+    """Namespace of the ConfigMap and the tracks' EndpointSlices; no watch without it."""
+    configmap: str | None = None
+    """Name of the ConfigMap that holds the table; no watch without it."""
+    api_url: str | None = None
+    """The API server; in a pod, the kubernetes Service (from KUBERNETES_SERVICE_*)."""
+    kubernetes_service_host: str | None = Field(
+        default=None, validation_alias="KUBERNETES_SERVICE_HOST"
+    )
+    """The kubernetes Service's address, which the kubelet gives every container."""
+    kubernetes_service_port: str | None = Field(
+        default=None, validation_alias="KUBERNETES_SERVICE_PORT"
+    )
+    """Its port."""
+    timeout_seconds: float = Field(default=60, gt=0)
+    """Longest a track may take to answer."""
+    mirror_timeout_seconds: float = Field(default=10, gt=0)
+    """Longest a mirror copy is waited for, in the background."""
+    mirror_in_flight: int = Field(default=64, ge=1)
+    """Mirror copies in flight at most; more are dropped (and counted), never queued."""
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest request body passed on; larger ones get 413."""
+    file_poll_seconds: float = Field(default=2, gt=0)
+    """How often the mounted table is read while the watch has not delivered one."""
+    log_level: str = "info"
+    """uvicorn log level."""
+
+
+def env(field: str, settings: type[BaseSettings] = ServingSettings) -> str:
+    """The variable that sets `settings.<field>` (ServingSettings by default, or
+    RouterSettings): the name the operator writes into a pod, refused if the pod
+    reads no such setting."""
+    if field not in settings.model_fields:
+        raise KeyError(f"{settings.__name__} has no setting {field!r}")
+    return f"{settings.model_config.get('env_prefix', '')}{field.upper()}"

@@ -38,9 +38,9 @@ from mlops_contract.routing import (
     mirrored,
     parse,
 )
+from mlops_contract.settings import RouterSettings
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import ValidationError
 
 from .metrics import LATENCY_BUCKETS
 from .upstream import Headers, Upstream, UpstreamError, UpstreamTimeoutError
@@ -68,45 +68,6 @@ HOP_BY_HOP = frozenset(
 TRACKS = ("stable", "canary", "mirror")
 UNREACHED = (502, 504)
 """The statuses the router answers itself when a track cannot be reached in time."""
-
-
-class RouterSettings(BaseSettings):
-    """Everything the router reads from its environment (MLOPS_ROUTER_*)."""
-
-    model_config = SettingsConfigDict(env_prefix="MLOPS_ROUTER_", use_attribute_docstrings=True)
-
-    host: str = "0.0.0.0"  # noqa: S104 - a container serves on all its interfaces
-    """Listen address."""
-    port: int = Field(default=8080, ge=1, le=65535)
-    """Listen port."""
-    table_file: Path = Path("/etc/mlops-router") / TABLE_KEY
-    """The routing table as mounted from the ConfigMap (the fallback to the watch)."""
-    namespace: str | None = None
-    """Namespace of the ConfigMap and the tracks' EndpointSlices; no watch without it."""
-    configmap: str | None = None
-    """Name of the ConfigMap that holds the table; no watch without it."""
-    api_url: str | None = None
-    """The API server; in a pod, the kubernetes Service (from KUBERNETES_SERVICE_*)."""
-    kubernetes_service_host: str | None = Field(
-        default=None, validation_alias="KUBERNETES_SERVICE_HOST"
-    )
-    """The kubernetes Service's address, which the kubelet gives every container."""
-    kubernetes_service_port: str | None = Field(
-        default=None, validation_alias="KUBERNETES_SERVICE_PORT"
-    )
-    """Its port."""
-    timeout_seconds: float = Field(default=60, gt=0)
-    """Longest a track may take to answer."""
-    mirror_timeout_seconds: float = Field(default=10, gt=0)
-    """Longest a mirror copy is waited for, in the background."""
-    mirror_in_flight: int = Field(default=64, ge=1)
-    """Mirror copies in flight at most; more are dropped (and counted), never queued."""
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    """Largest request body passed on; larger ones get 413."""
-    file_poll_seconds: float = Field(default=2, gt=0)
-    """How often the mounted table is read while the watch has not delivered one."""
-    log_level: str = "info"
-    """uvicorn log level."""
 
 
 class RouterMetrics:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from mlops_contract.routing import TABLE_KEY, Backend, RoutingTable, parse, render
-from mlops_contract.settings import ServingSettings
+from mlops_contract.settings import RouterSettings, ServingSettings
 from mlops_contract.settings import env as serving_env
 
 from mlops_operator.api.common import DNS_LABEL
@@ -393,3 +393,19 @@ def test_the_serving_pods_environment_is_what_their_settings_read(
     assert settings.max_batch_size == 8
     with pytest.raises(KeyError, match="no setting 'modle_uri'"):
         serving_env("modle_uri")
+
+
+def test_the_routers_environment_is_what_its_settings_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {"model": "iris", "stable": {"version": "3"}, "canary": {"version": "4"}}
+    )
+    (deployment,) = [
+        c for c in render_router(spec, OWNER, "{}", CONFIG) if c["kind"] == "Deployment"
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for variable in container["env"]:
+        assert variable["name"].startswith("MLOPS_ROUTER_"), variable
+        monkeypatch.setenv(variable["name"], variable["value"])
+    settings = RouterSettings()
+    assert (settings.namespace, settings.port) == ("models", 8080)
+    assert settings.configmap == deployment["metadata"]["name"]
