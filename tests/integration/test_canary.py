@@ -327,7 +327,8 @@ def test_a_rollout_resumes_after_kill_9_without_repeating_or_skipping_a_step(
     # Each weight in order, none skipped or repeated (0 while the canary was not yet
     # Ready, when a poll caught that: on kwok it can be shorter than a poll).
     assert weights in ([0, 10, 30, 60], [10, 30, 60]), weights
-    assert sorted(seen) == [0, 1, 3, 5], seen  # 0: waiting for the canary to be Ready
+    # 0 (waiting for the canary to be Ready) only where a poll caught it, as above.
+    assert sorted(seen) in ([0, 1, 3, 5], [1, 3, 5]), seen
     assert all(len(starts) == 1 for starts in seen.values()), seen  # no step began twice
     starts = [parse_time(next(iter(seen[step]))) for step in (1, 3, 5)]
     # Each 4 s pause was held in full (stamps are to the second), the killed one too.
