@@ -47,7 +47,9 @@ def entry_ip(cluster: Cluster, namespace: str, name: str) -> str | None:
 def post(
     url: str, row: list[float], headers: dict[str, str] | None = None
 ) -> tuple[int, str | None]:
-    """A prediction; its status and the track that served it (the router's header)."""
+    """A prediction; its status and the track that served it (the router's header).
+    The body of a 502 or 503, which names the router's upstream error, is printed:
+    pytest shows it with a failure."""
     request = urllib.request.Request(
         f"{url}/predict",
         data=json.dumps({"features": row}).encode(),
@@ -58,7 +60,9 @@ def post(
             answer.read()
             return answer.status, answer.headers.get("x-mlops-track")
     except urllib.error.HTTPError as error:
-        error.read()
+        body = error.read()
+        if error.code in (502, 503):
+            print(f"HTTP {error.code} from {url}: {body[:500]!r}")
         return error.code, error.headers.get("x-mlops-track")
     except OSError:
         return 0, None
