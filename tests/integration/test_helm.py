@@ -1,11 +1,14 @@
-"""The Helm chart on the local plane: its values are checked, it installs under
-PodSecurity `restricted`, and its RBAC is enough and no more: the operator, run
-with a token of the chart's ServiceAccount, deploys a model in the namespace it
-watches, and that account can do nothing in the others.
+"""The Helm chart on the local plane: it lints strictly, its values are checked and
+its renderings are snapshots; it installs under PodSecurity `restricted`; its RBAC is
+enough and no more (the operator, run with a token of the chart's ServiceAccount,
+runs the whole flow, and that account's permissions are a committed expectation);
+its CRDs upgrade from chart 0.1.0; its monitoring objects pass prometheus-operator's
+CRDs; checkov finds nothing but the waived; and what hack/kind-e2e.sh applies
+passes a server-side dry run.
 
 Most tests run the operator as a process (or a container) here with the chart's
-identity, while the session's operator is stopped; the last runs it in-cluster from
-the chart, as a real pod on the real node.
+identity, while the session's operator is stopped; one runs it in-cluster from the
+chart, as a real pod on the real node.
 """
 
 import base64
