@@ -5,8 +5,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlops_contract.settings import ServingSettings
 from prometheus_client.parser import text_string_to_metric_families
 
+from mlops_serving.app import create_app
 from mlops_serving.bundle import open_bundle, unpack
 
 from .conftest import BuiltBundle, ClientFactory, Iris
@@ -422,11 +424,7 @@ async def test_batching_joins_concurrent_requests(client_for: ClientFactory) -> 
     assert max(sizes) > 1
 
 
-def test_openapi_documents_the_inference_bodies(client_for: ClientFactory) -> None:
-    from mlops_contract.settings import ServingSettings  # noqa: PLC0415
-
-    from mlops_serving.app import create_app  # noqa: PLC0415
-
+def test_openapi_documents_the_inference_bodies() -> None:
     spec = create_app(ServingSettings(model_uri="file:///nowhere")).openapi()
     body = spec["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]
     assert body["content"]["application/json"]["schema"]["required"] == ["inputs"]
