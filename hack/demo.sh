@@ -43,24 +43,20 @@ chapter() {  # chapter TITLE: close the running step (its time kept), open the n
 }
 close() { took+=($((SECONDS - begun))); printf '   (step %d: %d s)\n' "${#steps[@]}" "${took[-1]}"; }
 show() { printf '\n$ %s\n' "$*"; "$@"; }
-quietly() {  # quietly SECONDS COMMAND...: poll, saying nothing (a watch is printing)
-  local limit=$1 start=$SECONDS
-  shift
-  until "$@" >/dev/null 2>&1; do
-    [ $((SECONDS - start)) -ge "$limit" ] && { echo "timed out after $limit s: $*"; return 1; }
-    sleep 1
-  done
-}
-wait_for() {  # wait_for SECONDS WHAT COMMAND...: poll, with a dot every 5 s
+wait_for() {  # wait_for SECONDS WHAT COMMAND...: poll, with a dot every 5 s; an empty
+  # WHAT says nothing until it times out (while a watch is printing)
   local limit=$1 what=$2 start=$SECONDS
   shift 2
-  printf '   waiting for %s ' "$what"
+  [ -n "$what" ] && printf '   waiting for %s ' "$what"
   until "$@" >/dev/null 2>&1; do
-    if [ $((SECONDS - start)) -ge "$limit" ]; then printf 'timed out\n'; return 1; fi
-    [ $(((SECONDS - start) % 5)) = 0 ] && printf '.'
+    if [ $((SECONDS - start)) -ge "$limit" ]; then
+      printf 'timed out after %d s: %s\n' "$limit" "${what:-$*}"
+      return 1
+    fi
+    [ -n "$what" ] && [ $(((SECONDS - start) % 5)) = 0 ] && printf '.'
     sleep 1
   done
-  printf ' %d s\n' $((SECONDS - start))
+  [ -z "$what" ] || printf ' %d s\n' $((SECONDS - start))
 }
 
 chapter "The control plane"
@@ -156,16 +152,12 @@ wait_for 120 "iris Ready (two pods on the real node)" \
   kubectl wait -n "$NS" --for=condition=Ready mdep/iris --timeout=2s
 show kubectl get deployments,pods -n "$NS" -o wide
 # `kubectl port-forward` holds one pod: a new one follows the Service to the router.
-forward() {
+forward() {  # forward [WHAT]: a new port-forward, waited for as WHAT ("": silently)
   if [ -n "${forwarding:-}" ]; then kill "$forwarding" 2>/dev/null || true; wait "$forwarding" 2>/dev/null || true; fi
   kubectl port-forward -n "$NS" svc/iris 18180:80 >"$WORK/port-forward.log" 2>&1 &
   forwarding=$!
   pids+=("$forwarding")
-  if [ "${1:-}" = quietly ]; then
-    quietly 30 curl -sf http://127.0.0.1:18180/v2/health/ready
-  else
-    wait_for 30 "the port-forward" curl -sf http://127.0.0.1:18180/v2/health/ready
-  fi
+  wait_for 30 "${1-the port-forward}" curl -sf http://127.0.0.1:18180/v2/health/ready
 }
 forward
 show curl -s -X POST http://127.0.0.1:18180/predict -H 'Content-Type: application/json' \
@@ -224,9 +216,9 @@ rollout() {  # rollout VERSION STABLE_JSON PHASE: version as a canary, until PHA
   kubectl get mdep iris -n "$NS" -w --output-watch-events=false &
   local watching=$!
   canary "$1" "$2"
-  quietly 120 on_router
-  forward quietly
-  quietly 180 phase "$3"
+  wait_for 120 "" on_router
+  forward ""
+  wait_for 180 "" phase "$3"
   sleep 2
   kill "$watching" 2>/dev/null || true
   echo "the canary is $3"

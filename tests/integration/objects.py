@@ -20,16 +20,21 @@ T = TypeVar("T")
 
 
 def model_version(
-    version: str, built: tuple[Path, str], *, uri: str | None = None, **spec: Any
+    version: str,
+    built: tuple[Path, str],
+    *,
+    uri: str | None = None,
+    model: str = "iris",
+    **spec: Any,
 ) -> dict[str, Any]:
-    """ModelVersion iris-<version> of the bundle `built`, at `uri` (by default its file)."""
+    """ModelVersion <model>-<version> of the bundle `built`, at `uri` (by default its file)."""
     path, digest = built
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ModelVersion",
-        "metadata": {"name": f"iris-{version}"},
+        "metadata": {"name": f"{model}-{version}"},
         "spec": {
-            "model": "iris",
+            "model": model,
             "version": version,
             "framework": "sklearn",
             "artifact": {"uri": uri or f"file://{path}", "digest": digest},

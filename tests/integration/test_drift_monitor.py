@@ -31,7 +31,7 @@ from mlops_serving import packing
 from tests.argocd import checked
 
 from .kube import IMAGE, ON_KWOK, Cluster, wait_until
-from .objects import ready
+from .objects import model_version, ready
 from .operator_fixture import Operator, condition, custom, get, start_operator, stop_operator
 from .processes import SERVE, call, environment, free_port
 from .prometheus import Prometheus
@@ -158,22 +158,6 @@ def create(cluster: Cluster, namespace: str, plural: str, body: dict[str, Any]) 
     custom(cluster).create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
 
 
-def model_version(number: str, uri: str, digest: str, **spec: Any) -> dict[str, Any]:
-    """ModelVersion shift-<number> of the shift model, at `uri`."""
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ModelVersion",
-        "metadata": {"name": f"shift-{number}"},
-        "spec": {
-            "model": "shift",
-            "version": number,
-            "framework": "sklearn",
-            "artifact": {"uri": uri, "digest": digest},
-            **spec,
-        },
-    }
-
-
 def registered(
     cluster: Cluster,
     namespace: str,
@@ -183,9 +167,8 @@ def registered(
 ) -> None:
     """The model registered (from `uri`, or the file) and deployed: on kwok, where its
     pods only look Running, unless `deployment` says otherwise."""
-    path, digest = built
     lineage = {"runId": "run-42", "datasetUri": "s3://data/shift.parquet"}
-    body = model_version("1", uri or f"file://{path}", digest, lineage=lineage)
+    body = model_version("1", built, uri=uri, model="shift", lineage=lineage)
     create(cluster, namespace, "modelversions", body)
     create(
         cluster,
@@ -600,8 +583,7 @@ def test_rollback_canary_rolls_back_a_drifting_canary_through_its_rollout(
     built: tuple[Path, str],
     servers: dict[str, str],
 ) -> None:
-    path, digest = built
-    create(cluster, namespace, "modelversions", model_version("2", f"file://{path}", digest))
+    create(cluster, namespace, "modelversions", model_version("2", built, model="shift"))
     canary = {"version": "2", "steps": [{"setWeight": 50}, {"pause": {}}]}
     registered(cluster, namespace, built, canary=canary)
 

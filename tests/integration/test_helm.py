@@ -675,7 +675,8 @@ def test_what_the_kind_script_applies_is_accepted_by_the_api_server(cluster: Clu
         check=False,
     )
     assert printed.returncode == 0, printed.stderr[-3000:]
-    kinds = {d["kind"] for d in yaml.safe_load_all(printed.stdout) if d}
+    documents = [d for d in yaml.safe_load_all(printed.stdout) if d]
+    kinds = {d["kind"] for d in documents}
     assert {"Node", "Deployment", "CustomResourceDefinition", "ModelVersion"} <= kinds, kinds
     created = []
     for name in ("mlops-system", "mlops-e2e-chart"):
@@ -691,6 +692,4 @@ def test_what_the_kind_script_applies_is_accepted_by_the_api_server(cluster: Clu
     finally:
         for name in created:
             cluster.kubectl("delete", "namespace", name, "--wait=false")
-    assert applied.stdout.count("(server dry run)") == len(
-        [d for d in yaml.safe_load_all(printed.stdout) if d]
-    )
+    assert applied.stdout.count("(server dry run)") == len(documents)
