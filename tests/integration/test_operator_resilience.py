@@ -263,7 +263,7 @@ def test_a_dripping_artifact_server_and_20_edits_stall_nothing_else(
         custom = client.CustomObjectsApi(cluster.api)
         for edit in range(20):
             custom.patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, "modelversions", "iris-100",
+                GROUP, VERSION, namespace, "modelversions", "stuck-100",
                 {"spec": {"metrics": {"edit": float(edit)}}},
             )  # fmt: skip
         create(cluster, namespace, "modelversions", model_version("1", bundles["1"]))
@@ -275,7 +275,7 @@ def test_a_dripping_artifact_server_and_20_edits_stall_nothing_else(
         # the fetch), while the fetch still runs.
         stuck = wait_until(
             lambda: (
-                (m := get(cluster, "modelversions", namespace, "iris-100"))["status"].get(
+                (m := get(cluster, "modelversions", namespace, "stuck-100"))["status"].get(
                     "observedGeneration"
                 )
                 == m["metadata"]["generation"]
