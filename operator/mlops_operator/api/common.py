@@ -46,6 +46,13 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Jso
 
 CEL_RULES = "x-kubernetes-validations"
 
+SourceType = Literal["pods", "prometheus", "url"]
+"""Where an operator-side reading comes from: the track's pods, Prometheus, or one URL."""
+URL_UNLESS_PODS = cel(
+    "self.type == 'pods' || has(self.url)", "url is required for this source type", ".url"
+)
+"""The rule every source with a SourceType keeps: only pods need no url."""
+
 
 def rules(*entries: dict[str, JsonValue]) -> ConfigDict:
     """Model config carrying CEL rules; a subclass keeps its bases' rules (ApiModel)."""

@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from .common import (
+    URL_UNLESS_PODS,
     ApiModel,
     Conditions,
     Duration,
@@ -13,6 +14,7 @@ from .common import (
     ObjectName,
     SecretKeyRef,
     ShortText,
+    SourceType,
     Timestamp,
     TrackName,
     cel,
@@ -44,7 +46,7 @@ class Source(ApiModel):
     """Where the window's captured features come from."""
 
     model_config = rules(
-        cel("self.type == 'pods' || has(self.url)", "url is required for this source type", ".url"),
+        URL_UNLESS_PODS,
         cel(
             "self.type == 'prometheus' || !has(self.query)",
             "query applies only to type prometheus",
@@ -55,7 +57,7 @@ class Source(ApiModel):
         ),
     )
 
-    type: Literal["pods", "prometheus", "url"] = "pods"
+    type: SourceType = "pods"
     """pods: GET /v2/capture and /v2/profile of every Ready pod of the track, at its pod
     IP, merged; url: one serving endpoint's routes at an explicit address, or a file
     of rows (see format); prometheus: the captured bin counts the pods export

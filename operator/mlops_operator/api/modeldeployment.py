@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from .common import (
+    URL_UNLESS_PODS,
     ApiModel,
     Conditions,
     Digest,
@@ -18,11 +19,15 @@ from .common import (
     ResourceRequirements,
     SecretKeyRef,
     ShortText,
+    SourceType,
     Timestamp,
     Version,
     cel,
     rules,
 )
+
+HeaderName = Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z0-9-]+$")]
+"""An HTTP header's name, as the router matches it."""
 
 ONE_OF_VERSION_ALIAS = "has(self.version) != has(self.alias)"
 
@@ -144,7 +149,7 @@ class MetricsSource(ApiModel):
     """Where a measurement's error rate and latency come from."""
 
     model_config = rules(
-        cel("self.type == 'pods' || has(self.url)", "url is required for this source type", ".url"),
+        URL_UNLESS_PODS,
         cel(
             "self.type == 'prometheus' || !has(self.queries)",
             "queries are for source type prometheus",
@@ -152,7 +157,7 @@ class MetricsSource(ApiModel):
         ),
     )
 
-    type: Literal["pods", "prometheus", "url"] = "pods"
+    type: SourceType = "pods"
     """pods: each track's Ready pods' /metrics, at their pod IPs; prometheus: the
     queries, run on the Prometheus server at url; url: one metrics endpoint in the
     Prometheus text format whose mlops_requests_total and
@@ -212,7 +217,7 @@ class Mirror(ModelRef):
 class HeaderRoute(ApiModel):
     """Send requests whose header has a value to one track, whatever the weights."""
 
-    header: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z0-9-]+$")] = "x-model-version"
+    header: HeaderName = "x-model-version"
     """Request header to match."""
     value: Annotated[str, Field(min_length=1, max_length=256)]
     """Exact value to match."""
@@ -250,7 +255,7 @@ class Traffic(ApiModel):
     over both tracks, weight approximated by replica counts; gatewayAPI: a weighted HTTPRoute."""
     header_routes: Annotated[list[HeaderRoute], Field(max_length=16)] = []
     """Header matches that pin a request to a track."""
-    sticky_key: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z0-9-]+$")] | None = None
+    sticky_key: HeaderName | None = None
     """Request header whose value keeps a caller on one track (hashed)."""
     gateway: GatewayRef | None = None
     """Gateway for mode gatewayAPI."""
