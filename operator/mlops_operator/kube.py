@@ -1,4 +1,6 @@
-"""The few API calls the operator makes, on the synchronous Kubernetes client.
+"""The few API calls the operator makes, on the synchronous Kubernetes client: the
+operator's I/O layer. It renders nothing (builders) and remembers nothing between
+calls (caches, statusqueue), beyond the client and the approval policy's last answer.
 
 kopf runs synchronous handlers in worker threads, so blocking calls here do not
 stall its event loop. Children are written with server-side apply: the same
@@ -10,11 +12,10 @@ import base64
 import datetime
 import functools
 import json
-import threading
 import time
 from collections.abc import Callable
 from functools import cache
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -301,23 +302,6 @@ def annotate(plural: str, namespace: str, name: str, annotations: dict[str, str]
     )
 
 
-_locks: dict[tuple[str, str], threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
-def object_lock(namespace: str, name: str) -> threading.Lock:
-    """One lock per object, so that reconciles of it from several triggers take turns."""
-    with _locks_guard:
-        return _locks.setdefault((namespace, name), threading.Lock())
-
-
-def forget_lock(namespace: str, name: str) -> None:
-    """Drop a deleted object's lock, so that the table does not grow with every object
-    ever seen. A reconcile still holding it finishes on its own."""
-    with _locks_guard:
-        _locks.pop((namespace, name), None)
-
-
 _POLICIES = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
 _BINDINGS = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
 POLICY_CHECK_SECONDS = 30.0
@@ -352,62 +336,6 @@ def _read_path(path: str) -> Object | None:
     return found
 
 
-class ChildLedger:
-    """Each owner's children as last applied by this process. Owners seen for the
-    first time since start-up get their children listed once, to find leftovers."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._children: dict[tuple[str, str], set[tuple[str, str]]] = {}
-
-    def stale(
-        self, namespace: str, owner: str, wanted: set[tuple[str, str]], *, fresh: bool
-    ) -> set[tuple[str, str]]:
-        """Children of `owner` that exist (or may) but are no longer wanted.
-
-        `fresh` owners were never reconciled, so they can have no leftovers to list.
-        """
-        with self._lock:
-            known = self._children.get((namespace, owner))
-        if known is None:
-            listed = [] if fresh else children(namespace, owner)
-            known = {(c["kind"], c["metadata"]["name"]) for c in listed}
-        with self._lock:
-            self._children[(namespace, owner)] = set(wanted)
-        return known - wanted
-
-    def forget(self, namespace: str, owner: str) -> None:
-        with self._lock:
-            self._children.pop((namespace, owner), None)
-
-
-LEDGER = ChildLedger()
-
-
-class ChangeFilter:
-    """Remembers the last change key handled per object (by uid), so that the echo of
-    our own status writes does not run a reconcile again."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._keys: dict[str, Any] = {}
-
-    def seen(self, body: Object, key: Any) -> bool:
-        """True if `key` was already handled for this object."""
-        with self._lock:
-            return bool(self._keys.get(body["metadata"]["uid"]) == key)
-
-    def handled(self, body: Object, key: Any) -> None:
-        """Record `key` as handled; call after a reconcile succeeded."""
-        with self._lock:
-            self._keys[body["metadata"]["uid"]] = key
-
-    def forget(self, body: Object) -> None:
-        """Drop a deleted object's key: uids are never reused, so it would only grow."""
-        with self._lock:
-            self._keys.pop(body["metadata"]["uid"], None)
-
-
 def list_custom(plural: str, namespace: str | None) -> list[Object]:
     api = custom_objects()
     listed: Any = (
@@ -417,110 +345,6 @@ def list_custom(plural: str, namespace: str | None) -> list[Object]:
     )
     items: list[Object] = listed["items"]
     return items
-
-
-class VersionIndex:
-    """ModelVersions by (namespace, model), fed by the watch. Only hits are trusted:
-    a reconcile that finds nothing here asks the API server, since the watch may lag."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._versions: dict[tuple[str, str], dict[str, Object]] = {}
-        self._model_of: dict[tuple[str, str], str] = {}
-
-    def update(self, mv: Object, deleted: bool) -> None:
-        meta = mv["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        with self._lock:
-            previous = self._model_of.pop((namespace, name), None)
-            if previous is not None:
-                versions = self._versions.get((namespace, previous), {})
-                versions.pop(name, None)
-                if not versions:  # the model's last version: its entry goes too
-                    self._versions.pop((namespace, previous), None)
-            if not deleted:
-                model = mv.get("spec", {}).get("model", "")
-                self._model_of[(namespace, name)] = model
-                self._versions.setdefault((namespace, model), {})[name] = mv
-
-    def get(self, namespace: str, model: str) -> list[Object]:
-        with self._lock:
-            return list(self._versions.get((namespace, model), {}).values())
-
-    def named(self, namespace: str, name: str) -> Object | None:
-        with self._lock:
-            model = self._model_of.get((namespace, name))
-            return None if model is None else self._versions[(namespace, model)].get(name)
-
-
-class StatusQueue(Generic[T]):
-    """Coalesces status writes: only the newest state of each child is kept, by owner
-    and track, and they are written in batches, so that bursts of Deployment status
-    events neither write one status per event nor hold up the reconciles that create
-    children.
-
-    An entry may carry what the owner's reconcile resolved for the track (`resolved`,
-    e.g. the version it rolled out), kept when later child states replace it."""
-
-    def __init__(self) -> None:
-        self._pending: dict[tuple[str, str], dict[str, tuple[Object, T | None]]] = {}
-        self._ready = threading.Condition()
-
-    def submit(
-        self, namespace: str, owner: str, track: str, child: Object, resolved: T | None = None
-    ) -> None:
-        with self._ready:
-            tracks = self._pending.setdefault((namespace, owner), {})
-            previous = tracks.get(track)
-            if resolved is None and previous is not None:
-                resolved = previous[1]
-            tracks[track] = (child, resolved)
-            self._ready.notify()
-
-    def take(
-        self, timeout: float, linger: float
-    ) -> dict[tuple[str, str], dict[str, tuple[Object, T | None]]]:
-        """Wait up to `timeout` for a first change, then `linger` for more to join it."""
-        with self._ready:
-            if not self._pending and not self._ready.wait(timeout):
-                return {}
-        time.sleep(linger)
-        with self._ready:
-            taken, self._pending = self._pending, {}
-            return taken
-
-
-class Latest:
-    """The newest body of each watched object, by (namespace, name)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._bodies: dict[tuple[str, str], Object] = {}
-
-    def update(self, body: Object, deleted: bool) -> None:
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        with self._lock:
-            if deleted:
-                self._bodies.pop(key, None)
-            else:
-                self._bodies[key] = body
-
-    def offer(self, body: Object) -> None:
-        """Index `body` if the object is not indexed yet; the watch's bodies take precedence."""
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        with self._lock:
-            self._bodies.setdefault(key, body)
-
-    def get(self, namespace: str, name: str) -> Object | None:
-        with self._lock:
-            return self._bodies.get((namespace, name))
-
-
-VERSIONS = VersionIndex()
-DEPLOYMENTS = Latest()
-"""ModelDeployments, as the watch last delivered them (or our status writes returned)."""
-CHILD_DEPLOYMENTS = Latest()
-"""The tracks' and routers' Deployments, as last applied or watched."""
 
 
 def post_event(obj: Object, kind: str, reason: str, message: str) -> None:

@@ -16,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from mlops_operator import (
     analysis,
+    caches,
     driftmonitor,
     health,
     kube,
@@ -40,7 +41,7 @@ from mlops_operator.settings import OperatorSettings
 from mlops_operator.tracks import TrackVersion
 
 SETTINGS = OperatorSettings()
-CHANGES = kube.ChangeFilter()
+CHANGES = caches.ChangeFilter()
 MV = (GROUP, VERSION, "modelversions")
 MDEP = (GROUP, VERSION, "modeldeployments")
 DM = (GROUP, VERSION, driftmonitor.PLURAL)
@@ -78,7 +79,7 @@ def _run_monitor(key: retry.Key) -> float | None:
     wait = driftmonitor.due_in(dm, time.time())
     if wait != 0:
         return wait
-    with kube.object_lock(namespace, f"{plural}/{name}"), reconciling("DriftMonitor"):
+    with caches.LOCKS.of(namespace, f"{plural}/{name}"), reconciling("DriftMonitor"):
         driftmonitor.Monitor(dm, SETTINGS, reporter(dm, LOG), _post_webhook).run(time.time())
     return driftmonitor.interval_of(dm["spec"])
 
@@ -131,7 +132,7 @@ def configure(settings: kopf.OperatorSettings, logger: Log, **_: Any) -> None:
 @kopf.on.event(*MV)
 async def model_version(type: str | None, body: Body, logger: Log, **_: Any) -> None:
     """Verify, record approval and aliases; then converge the deployments of this model."""
-    kube.VERSIONS.update(dict(body), deleted=type == "DELETED")
+    caches.VERSIONS.update(dict(body), deleted=type == "DELETED")
     key = modelversion.change_key(body)
     if type != "DELETED" and CHANGES.seen(body, key):
         return  # an echo of our own status write
@@ -146,12 +147,12 @@ async def model_version(type: str | None, body: Body, logger: Log, **_: Any) -> 
 def _model_version(type: str | None, body: Body, key: Any, logger: Log) -> None:
     meta = body["metadata"]
     if type != "DELETED":
-        lock = kube.object_lock(meta["namespace"], f"modelversions/{meta['name']}")
+        lock = caches.LOCKS.of(meta["namespace"], f"modelversions/{meta['name']}")
         with lock, reconciling("ModelVersion"):
             modelversion.reconcile(dict(body), SETTINGS, reporter(body, logger))
         CHANGES.handled(body, key)
     else:
-        kube.forget_lock(meta["namespace"], f"modelversions/{meta['name']}")
+        caches.LOCKS.forget(meta["namespace"], f"modelversions/{meta['name']}")
         modelversion.FETCHES.forget(meta["namespace"], meta["name"])
         CHANGES.forget(body)
     namespace = meta["namespace"]
@@ -165,10 +166,10 @@ def _model_version(type: str | None, body: Body, key: Any, logger: Log) -> None:
 async def model_deployment(type: str | None, body: Body, logger: Log, **_: Any) -> None:
     """Converge children and status when the spec is new or changed."""
     meta = body["metadata"]
-    kube.DEPLOYMENTS.update(dict(body), deleted=type == "DELETED")
+    caches.DEPLOYMENTS.update(dict(body), deleted=type == "DELETED")
     if type == "DELETED":
-        kube.LEDGER.forget(meta["namespace"], meta["name"])
-        kube.forget_lock(meta["namespace"], meta["name"])
+        modeldeployment.LEDGER.forget(meta["namespace"], meta["name"])
+        caches.LOCKS.forget(meta["namespace"], meta["name"])
         analysis.BASELINES.forget(meta["namespace"], meta["name"])
         CANARY.forget(meta["namespace"], meta["name"])
         CHANGES.forget(body)
@@ -203,7 +204,7 @@ async def drift_monitor(type: str | None, body: Body, **_: Any) -> None:
     if type == "DELETED":
         TIMERS.plan(key, None)
         DRIFT.forget(meta["namespace"], meta["name"])
-        kube.forget_lock(meta["namespace"], f"{driftmonitor.PLURAL}/{meta['name']}")
+        caches.LOCKS.forget(meta["namespace"], f"{driftmonitor.PLURAL}/{meta['name']}")
         return
     TIMERS.plan(key, driftmonitor.due_in(dict(body), time.time()))
 
@@ -224,10 +225,10 @@ async def child_changed(type: str | None, body: Body, logger: Log, **_: Any) -> 
         return
     key = (modeldeployment.PLURAL, meta["namespace"], owner)
     if body["kind"] == "Deployment":
-        kube.CHILD_DEPLOYMENTS.update(dict(body), deleted=type == "DELETED")
+        caches.CHILD_DEPLOYMENTS.update(dict(body), deleted=type == "DELETED")
     if type != "DELETED" and not kube.changed_by_others(dict(body)):
         track = (meta.get("labels") or {}).get(LABEL_TRACK)
-        owner_body = kube.DEPLOYMENTS.get(meta["namespace"], owner) or {}
+        owner_body = caches.DEPLOYMENTS.get(meta["namespace"], owner) or {}
         if body["kind"] == "Deployment" and (owner_body.get("spec") or {}).get("canary"):
             ROLLOUTS.plan(key, 0)
         if body["kind"] == "Deployment" and track and track != ROUTER:
@@ -247,9 +248,11 @@ async def pod_verified(type: str | None, body: Body, logger: Log, **_: Any) -> N
 
 def _record_verdict(namespace: str, verdict: modelversion.PodVerdict, logger: Log) -> None:
     name = verdict.model_version
-    mv = kube.VERSIONS.named(namespace, name) or kube.read_custom("modelversions", namespace, name)
+    mv = caches.VERSIONS.named(namespace, name) or kube.read_custom(
+        "modelversions", namespace, name
+    )
     if mv is not None:
-        with kube.object_lock(namespace, f"modelversions/{name}"), reconciling("ModelVersion"):
+        with caches.LOCKS.of(namespace, f"modelversions/{name}"), reconciling("ModelVersion"):
             modelversion.record_pod_verdict(mv, verdict, SETTINGS, reporter(mv, logger))
 
 
@@ -351,7 +354,7 @@ def _resync_once(logger: Log) -> None:
                     continue
                 try:
                     if plural == modelversion.PLURAL:
-                        lock = kube.object_lock(meta["namespace"], f"{plural}/{meta['name']}")
+                        lock = caches.LOCKS.of(meta["namespace"], f"{plural}/{meta['name']}")
                         with lock, reconciling(kind):
                             modelversion.reconcile(obj, SETTINGS, reporter(obj, logger))
                     else:

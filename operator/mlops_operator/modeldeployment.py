@@ -13,7 +13,7 @@ from typing import Any, get_args
 from mlops_contract import routing
 from pydantic import ValidationError
 
-from mlops_operator import analysis, kube, rollout, traffic
+from mlops_operator import analysis, caches, kube, rollout, statusqueue, traffic
 from mlops_operator.api.modeldeployment import (
     AnalysisResult,
     CanaryStatus,
@@ -46,7 +46,8 @@ COMMANDS: dict[str, rollout.Command] = {word: word for word in get_args(rollout.
 COMMAND_KEPT = 253
 """The length of status.canary.command."""
 Object = dict[str, Any]
-STATUS: kube.StatusQueue[TrackVersion] = kube.StatusQueue()
+LEDGER = caches.ChildLedger(kube.children)
+STATUS: statusqueue.StatusQueue[TrackVersion] = statusqueue.StatusQueue()
 """Track Deployments' states waiting to be written into their owners' status."""
 
 
@@ -128,7 +129,7 @@ def reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> flo
     the seconds after which the rollout needs another look without any event."""
     meta = mdep["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    with kube.object_lock(namespace, name):
+    with caches.LOCKS.of(namespace, name):
         if (mdep.get("spec") or {}).get("canary"):
             # A rollout goes on from its recorded status, which an event's body (read
             # before the lock was ours) may predate: read the object as it is now.
@@ -189,7 +190,7 @@ def _reconcile(mdep: Object, settings: OperatorSettings, report: Reporter) -> fl
     # own status events: the worker is free for the next object at once. The writer
     # reads the owner from the watch's index, which may not have it yet when another
     # trigger (a ModelVersion's change, the resync) ran this reconcile first.
-    kube.DEPLOYMENTS.offer(mdep)
+    caches.DEPLOYMENTS.offer(mdep)
     for track, (version, _) in planned.tracks.items():
         STATUS.submit(namespace, name, track, applied.deployments[track], TrackVersion.of(version))
     return decision.requeue_after if decision else None
@@ -220,7 +221,7 @@ def _apply(
             done = kube.apply(child)
             if child["kind"] == "Deployment":
                 deployments[track] = done
-                kube.CHILD_DEPLOYMENTS.update(done, deleted=False)
+                caches.CHILD_DEPLOYMENTS.update(done, deleted=False)
             elif child["kind"] == "Service":
                 addresses[track] = done.get("spec", {}).get("clusterIP", "")
     router_ready = False
@@ -231,12 +232,12 @@ def _apply(
         desired.append(child)
         kube.apply(child)
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
-    for kind, stale in kube.LEDGER.stale(
+    for kind, stale in LEDGER.stale(
         meta["namespace"], meta["name"], wanted, fresh=not mdep.get("status")
     ):
         kube.delete(kind, meta["namespace"], stale)
         if kind == "Deployment":
-            kube.CHILD_DEPLOYMENTS.update(
+            caches.CHILD_DEPLOYMENTS.update(
                 {"metadata": {"namespace": meta["namespace"], "name": stale}}, deleted=True
             )
         report.normal("ChildDeleted", f"deleted {kind} {stale}: no longer part of the spec")
@@ -274,7 +275,7 @@ def _apply_router(children: list[Object], desired: list[Object]) -> bool:
         desired.append(child)
         done = kube.apply(child)
         if child["kind"] == "Deployment":
-            kube.CHILD_DEPLOYMENTS.update(done, deleted=False)
+            caches.CHILD_DEPLOYMENTS.update(done, deleted=False)
             ready = int((done.get("status") or {}).get("readyReplicas") or 0) > 0
     return ready
 
@@ -306,11 +307,11 @@ def _rollout(
         reason = rest.partition(" ")[2] or None
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
     name = child_name(owner.name, "canary")
-    deployment = kube.CHILD_DEPLOYMENTS.get(meta["namespace"], name)
+    deployment = caches.CHILD_DEPLOYMENTS.get(meta["namespace"], name)
     share = previous.weight if previous else 0
     ready = track_state(deployment, TrackVersion.of(canary), replicas_of(spec, config, share)).ready
     if spec.traffic.mode == "router":
-        router = kube.CHILD_DEPLOYMENTS.get(meta["namespace"], child_name(owner.name, ROUTER))
+        router = caches.CHILD_DEPLOYMENTS.get(meta["namespace"], child_name(owner.name, ROUTER))
         ready = ready and int(((router or {}).get("status") or {}).get("readyReplicas") or 0) > 0
     digest = canary.digest or canary.object_name
     measurement: tuple[AnalysisResult, ...] = ()
@@ -349,7 +350,7 @@ def _auth_token(spec: ModelDeploymentSpec, namespace: str) -> str | None:
 def _running(mdep: Object, track: str) -> str | None:
     """The ModelVersion the track's Deployment runs, as last applied or watched."""
     meta = mdep["metadata"]
-    found = kube.CHILD_DEPLOYMENTS.get(meta["namespace"], child_name(meta["name"], track))
+    found = caches.CHILD_DEPLOYMENTS.get(meta["namespace"], child_name(meta["name"], track))
     template = ((found or {}).get("spec") or {}).get("template") or {}
     annotations = (template.get("metadata") or {}).get("annotations") or {}
     running: str | None = annotations.get(ANNOTATION_MODEL_VERSION)
@@ -361,7 +362,7 @@ def _serves(mdep: Object, track: str, version: ResolvedVersion) -> bool:
     if _running(mdep, track) != version.object_name:
         return False
     meta = mdep["metadata"]
-    found = kube.CHILD_DEPLOYMENTS.get(meta["namespace"], child_name(meta["name"], track)) or {}
+    found = caches.CHILD_DEPLOYMENTS.get(meta["namespace"], child_name(meta["name"], track)) or {}
     desired = int(found["spec"].get("replicas") or 1)
     return track_state(found, TrackVersion.of(version), desired).ready
 
@@ -426,7 +427,7 @@ def _record_rollout(
             track: int(((found or {}).get("status") or {}).get("readyReplicas") or 0)
             for track in ("stable", "canary")
             for found in [
-                kube.CHILD_DEPLOYMENTS.get(meta["namespace"], child_name(meta["name"], track))
+                caches.CHILD_DEPLOYMENTS.get(meta["namespace"], child_name(meta["name"], track))
             ]
         }
         total = ready["stable"] + ready["canary"]
@@ -452,7 +453,7 @@ def _record_rollout(
     if changes:
         done = kube.patch_status(PLURAL, meta["namespace"], meta["name"], changes)
         if done is not None:
-            kube.DEPLOYMENTS.update(done, deleted=False)
+            caches.DEPLOYMENTS.update(done, deleted=False)
 
 
 def _resolve(
@@ -461,7 +462,11 @@ def _resolve(
     """Resolve from the watched index; ask the API server when the index has no answer."""
     try:
         return resolve(
-            ref, spec.model, kube.VERSIONS.get(namespace, spec.model), track, spec.require_approval
+            ref,
+            spec.model,
+            caches.VERSIONS.get(namespace, spec.model),
+            track,
+            spec.require_approval,
         )
     except RefusedError as refusal:
         if refusal.reason not in ("ModelVersionNotFound", "NotApproved", "ArtifactNotVerified"):
@@ -498,10 +503,10 @@ def refresh(
     to report yet: the owner's own reconcile (always run on its creation or change,
     refused or not) writes it.
     """
-    if kube.DEPLOYMENTS.get(namespace, name) is None:
+    if caches.DEPLOYMENTS.get(namespace, name) is None:
         return  # deleted: taking its lock would bring back the lock its deletion dropped
-    with kube.object_lock(namespace, name):
-        mdep = kube.DEPLOYMENTS.get(namespace, name)
+    with caches.LOCKS.of(namespace, name):
+        mdep = caches.DEPLOYMENTS.get(namespace, name)
         if mdep is None:
             return
         try:
@@ -514,7 +519,7 @@ def refresh(
         )
         tracks = {}
         for track in running:
-            current = kube.CHILD_DEPLOYMENTS.get(namespace, child_name(name, track))
+            current = caches.CHILD_DEPLOYMENTS.get(namespace, child_name(name, track))
             deployment, resolved = children.get(track, (current, None))
             version = resolved or TrackVersion.recorded(mdep.get("status"), track)
             if version is not None and current is not None:
@@ -544,7 +549,7 @@ def publish(
     if any(old_status.get(key) != value for key, value in status.items()):
         written = kube.patch_status(PLURAL, meta["namespace"], meta["name"], status)
         if written is not None:  # status refreshes read it before the watch echoes it
-            kube.DEPLOYMENTS.update(written, deleted=False)
+            caches.DEPLOYMENTS.update(written, deleted=False)
 
 
 def _refuse(

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 from mlops_contract.digest import file_digest
 from mlops_contract.fetch import FetchError, fetch_failure, remote_digest
 
-from mlops_operator import approval, kube
+from mlops_operator import approval, caches, kube
 from mlops_operator.conditions import Reporter, condition, merge, now
 from mlops_operator.constants import (
     ANNOTATION_MODEL_VERSION,
@@ -394,7 +394,7 @@ def record_pod_verdict(
     meta = mv["metadata"]
     written = kube.patch_status(PLURAL, meta["namespace"], meta["name"], patch)
     if written is not None:
-        kube.VERSIONS.update(written, deleted=False)
+        caches.VERSIONS.update(written, deleted=False)
         reconcile(written, settings, report)
 
 

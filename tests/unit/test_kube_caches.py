@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from mlops_operator import kube
+from mlops_operator import caches, kube, statusqueue
 from mlops_operator.constants import FIELD_MANAGER
 
 Object = dict[str, Any]
@@ -64,15 +64,14 @@ def listed(*names: tuple[str, str]) -> list[Object]:
     return [{"kind": kind, "metadata": {"name": name}} for kind, name in names]
 
 
-def test_the_ledger_lists_an_owner_once_and_forgets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_ledger_lists_an_owner_once_and_forgets_it() -> None:
     calls: list[tuple[str, str]] = []
 
     def children(namespace: str, owner: str) -> list[Object]:
         calls.append((namespace, owner))
         return listed(("Deployment", "iris-stable"), ("Deployment", "iris-canary"))
 
-    monkeypatch.setattr(kube, "children", children)
-    ledger = kube.ChildLedger()
+    ledger = caches.ChildLedger(children)
     stable = {("Deployment", "iris-stable")}
     # A new owner has no leftovers: nothing is listed.
     assert ledger.stale("ns", "new", stable, fresh=True) == set()
@@ -88,7 +87,7 @@ def test_the_ledger_lists_an_owner_once_and_forgets_it(monkeypatch: pytest.Monke
 
 
 def test_the_change_filter_remembers_by_uid_until_forgotten() -> None:
-    changes = kube.ChangeFilter()
+    changes = caches.ChangeFilter()
     body = {"metadata": {"uid": "u-1"}}
     assert not changes.seen(body, ("spec", 1))
     changes.handled(body, ("spec", 1))
@@ -104,7 +103,7 @@ def model_version(name: str, model: str, namespace: str = "ns") -> Object:
 
 
 def test_the_version_index_follows_renames_and_deletions() -> None:
-    index = kube.VersionIndex()
+    index = caches.VersionIndex()
     index.update(model_version("iris-1", "iris"), deleted=False)
     index.update(model_version("iris-2", "iris"), deleted=False)
     index.update(model_version("iris-1", "iris", namespace="other"), deleted=False)
@@ -123,7 +122,7 @@ def test_the_version_index_follows_renames_and_deletions() -> None:
 
 
 def test_the_status_queue_keeps_the_newest_state_per_track() -> None:
-    queue: kube.StatusQueue[str] = kube.StatusQueue()
+    queue: statusqueue.StatusQueue[str] = statusqueue.StatusQueue()
     assert queue.take(timeout=0.01, linger=0) == {}
     queue.submit("ns", "iris", "stable", {"ready": 0}, resolved="iris-1")
     queue.submit("ns", "iris", "stable", {"ready": 1})  # keeps what was resolved
@@ -137,7 +136,7 @@ def test_the_status_queue_keeps_the_newest_state_per_track() -> None:
 
 
 def test_latest_prefers_the_watch_and_forgets_deletions() -> None:
-    latest = kube.Latest()
+    latest = caches.Latest()
 
     def body(generation: int) -> Object:
         return {"metadata": {"namespace": "ns", "name": "iris", "generation": generation}}
