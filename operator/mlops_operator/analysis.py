@@ -362,8 +362,8 @@ def _from_prometheus(
 def predictions(window: Window) -> list[int]:
     """A track's captured predictions per bin, over all its windows."""
     total: list[int] = []
-    for each in window.capture.get("windows") or []:
-        counts = each.get("prediction") or []
+    for each in window.capture.windows:
+        counts = each.prediction
         total = [a + b for a, b in zip(total, counts, strict=True)] if total else list(counts)
     return total
 

@@ -19,11 +19,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from mlops_contract.profile import Profile
-from mlops_contract.windows import merge_windows
-from pydantic import ValidationError
+from mlops_contract.windows import CaptureView, CaptureWindow, merge_windows
+from pydantic import BaseModel, ValidationError
 
 from mlops_operator import kube, promql
 from mlops_operator.api.driftmonitor import DriftMonitorSpec, DriftMonitorStatus, Retrain
@@ -56,6 +56,8 @@ from mlops_operator.drift import (
 )
 from mlops_operator.metrics import DRIFT
 from mlops_operator.settings import OperatorSettings
+
+M = TypeVar("M", bound=BaseModel)
 
 PLURAL = "driftmonitors"
 LABEL_MONITOR = f"{GROUP}/drift-monitor"
@@ -96,7 +98,7 @@ class SourceError(Exception):
 @dataclass(frozen=True)
 class Window:
     profile: Profile
-    capture: Mapping[str, Any]
+    capture: CaptureView
 
 
 def fetch(
@@ -123,12 +125,16 @@ def fetch(
     return body
 
 
-def _get_json(url: str, token: str | None, timeout: float) -> Any:
+def _get(url: str, model: type[M], what: str, token: str | None, timeout: float) -> M:
+    """GET `url` as a `model`; SourceError names the first field that is wrong, never
+    the value there (a capture's rows are users' data)."""
     body = fetch(url, timeout, token=token, accept="application/json")
     try:
-        return json.loads(body)
-    except ValueError:
-        raise SourceError(f"GET {url}: not JSON") from None
+        return model.model_validate_json(body)
+    except ValidationError as error:
+        first = error.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the body"
+        raise SourceError(f"GET {url}: not {what}: {where}: {first['msg']}") from None
 
 
 def _root(base: str) -> str:
@@ -136,19 +142,13 @@ def _root(base: str) -> str:
 
 
 def read_profile(base: str, token: str | None, timeout: float) -> Profile:
-    url = f"{_root(base)}/v2/profile"
-    try:
-        return Profile.model_validate(_get_json(url, token, timeout))
-    except ValidationError as error:
-        raise SourceError(f"GET {url}: not a profile: {error}") from None
+    return _get(f"{_root(base)}/v2/profile", Profile, "a profile", token, timeout)
 
 
-def read_capture(base: str, since: float, token: str | None, timeout: float) -> Mapping[str, Any]:
+def read_capture(base: str, since: float, token: str | None, timeout: float) -> CaptureView:
     query = urllib.parse.urlencode({"since": f"{since:.3f}"})
-    capture = _get_json(f"{_root(base)}/v2/capture?{query}", token, timeout)
-    if not isinstance(capture, dict) or not isinstance(capture.get("windows"), list):
-        raise SourceError(f"GET {_root(base)}/v2/capture: not a capture view")
-    return capture
+    url = f"{_root(base)}/v2/capture?{query}"
+    return _get(url, CaptureView, "a capture view", token, timeout)
 
 
 def read_endpoint(base: str, since: float, token: str | None, timeout: float) -> Window:
@@ -209,7 +209,7 @@ def read_track_profile(
 
 def read_prometheus(
     base: str, selector: str, profile: Profile, *, duration: float, timeout: float
-) -> Mapping[str, Any]:
+) -> CaptureView:
     """The captured bin counts of the series `selector` picks, over the last `duration`
     seconds, as one capture window: what the pods export on /metrics with
     MLOPS_SERVING_CAPTURE_METRICS, scraped by Prometheus. Bin counts only: no raw rows
@@ -245,15 +245,10 @@ def read_prometheus(
         if 0 <= index < len(prediction):
             prediction[index] = round(value)
     rows = max((sum(c) for c in counts.values()), default=0)
-    window = {
-        "start": 0,
-        "rows": rows,
-        "seen": rows,
-        "features": counts,
-        "prediction": prediction,
-        "reservoir": [],
-    }
-    return {"features": list(counts), "windows": [window]}
+    window = CaptureWindow(start=0, rows=rows, seen=rows, features=counts, prediction=prediction)
+    return CaptureView(
+        window_seconds=max(round(duration), 1), features=list(counts), windows=[window]
+    )
 
 
 def read_pods(
@@ -274,12 +269,19 @@ def read_pods(
     addresses = _track_addresses(namespace, deployment, track, may_dial)
     bases = [f"http://{address}:{port}" for address in addresses]
     captures = [read_capture(base, since, token, timeout) for base in bases]
-    served = [(c.get("model"), c.get("version")) for c in captures]
+    served = [(c.model, c.version) for c in captures]
     common = max(served, key=served.count)
     alike = [i for i, version in enumerate(served) if version == common]
-    windows = [w for i in alike for w in captures[i]["windows"]]
-    reservoir = max((len(w.get("reservoir") or []) for w in windows), default=0)
-    merged = {**captures[alike[0]], "windows": merge_windows(windows, reservoir)}
+    windows = [w for i in alike for w in captures[i].windows]
+    reservoir = max((len(w.reservoir) for w in windows), default=0)
+    try:
+        merged = captures[alike[0]].model_copy(
+            update={"windows": merge_windows(windows, reservoir)}
+        )
+    except ValueError as error:
+        raise SourceError(
+            f"pods of {deployment} (track {track}) serving one version bin differently: {error}"
+        ) from None
     return Window(read_profile(bases[alike[0]], token, timeout), merged)
 
 

@@ -588,10 +588,14 @@ def _info_routes(app: FastAPI, h: Handlers) -> None:
         view = state.capture.reader(since)
 
         def answer() -> Response:
-            return _json(
-                {"model": state.name, "version": state.version, "track": state.settings.track}
-                | view()
+            served = view().model_copy(
+                update={
+                    "model": state.name,
+                    "version": state.version,
+                    "track": state.settings.track,
+                }
             )
+            return Response(served.json_bytes(), media_type=JSON)
 
         return await run_in_threadpool(answer)
 

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 from mlops_contract.profile import Profile
-from mlops_contract.windows import merge_windows
+from mlops_contract.windows import CaptureView, CaptureWindow, merge_windows
 
 TILE_VALUES = 4096
 LANES = 8
@@ -311,20 +311,23 @@ class Capture:
             return 0
         return math.floor(math.log(1.0 - self.random.random()) / math.log1p(-weight))
 
-    def to_json(self, window: Window) -> dict[str, Any]:
-        return {
-            "start": window.start,
-            "rows": window.rows,
-            "features": {name: window.counts[part].tolist() for name, part in self.slices.items()},
-            "prediction": window.prediction.tolist(),
-            "reservoir": []
-            if window.reservoir is None
-            else window.reservoir[: window.kept].tolist(),
-            "seen": window.seen,
-        }
+    def to_window(self, window: Window) -> CaptureWindow:
+        """A window in the contract's form: lists, not arrays (unchecked: it is our own)."""
+        return CaptureWindow.model_construct(
+            start=window.start,
+            rows=window.rows,
+            seen=window.seen,
+            features=self.counts_of(window.counts),
+            prediction=window.prediction.tolist(),
+            reservoir=[] if window.reservoir is None else window.reservoir[: window.kept].tolist(),
+        )
 
-    def snapshot(self, since: float | None = None) -> list[dict[str, Any]]:
-        return [self.to_json(w) for w in self.copies(since)]
+    def counts_of(self, counts: npt.NDArray[np.int64]) -> dict[str, list[int]]:
+        """Each feature's bin counts, from their concatenation in profile order."""
+        return {name: counts[part].tolist() for name, part in self.slices.items()}
+
+    def snapshot(self, since: float | None = None) -> list[CaptureWindow]:
+        return [self.to_window(w) for w in self.copies(since)]
 
     def copies(self, since: float | None = None) -> list[Window]:
         """Copies of the windows that end after `since`, in order: another thread may
@@ -344,15 +347,17 @@ class Capture:
     def cumulative(self) -> dict[str, Any]:
         """Every row binned since start, as counters: rows, per feature, predictions."""
         self.drain()
-        totals = self.to_json(self.totals)
-        del totals["start"], totals["reservoir"], totals["seen"]
-        return totals
+        return {
+            "rows": self.totals.rows,
+            "features": self.counts_of(self.totals.counts),
+            "prediction": self.totals.prediction.tolist(),
+        }
 
-    def changes(self) -> tuple[list[dict[str, Any]], set[int]]:
+    def changes(self) -> tuple[list[CaptureWindow], set[int]]:
         """The windows changed since the last call, and the starts of all windows kept."""
         self.drain()
         changed = [
-            self.to_json(self.windows[s]) for s in sorted(self.changed & self.windows.keys())
+            self.to_window(self.windows[s]) for s in sorted(self.changed & self.windows.keys())
         ]
         self.changed.clear()
         return changed, set(self.windows)
@@ -370,7 +375,7 @@ class SharedCapture:
         self.worker = worker or str(os.getpid())
 
     def write(
-        self, changed: list[dict[str, Any]], kept: set[int], totals: dict[str, Any] | None = None
+        self, changed: list[CaptureWindow], kept: set[int], totals: dict[str, Any] | None = None
     ) -> None:
         """Publish this worker's changed windows (and its totals, when given); drop the
         files of windows it let go."""
@@ -382,9 +387,9 @@ class SharedCapture:
             partial.write_bytes(orjson.dumps(totals))
             partial.replace(path)
         for window in changed:
-            path = self.directory / f"{self.worker}-{window['start']}.json"
+            path = self.directory / f"{self.worker}-{window.start}.json"
             partial = path.with_suffix(".tmp")
-            partial.write_bytes(orjson.dumps(window))
+            partial.write_text(window.model_dump_json())
             partial.replace(path)
         for path in self.directory.glob(f"{self.worker}-*.json"):
             if int(path.stem.rsplit("-", 1)[1]) not in kept:
@@ -422,10 +427,10 @@ class SharedCapture:
         oldest = capture.clock() - capture.max_windows * capture.window_seconds
         return oldest if since is None else max(since, oldest)
 
-    def read(self, since: float | None = None) -> dict[str, Any]:
+    def read(self, since: float | None = None) -> CaptureView:
         return self.reader(since)()
 
-    def reader(self, since: float | None) -> Callable[[], dict[str, Any]]:
+    def reader(self, since: float | None) -> Callable[[], CaptureView]:
         """Takes this worker's windows now, on the event loop that alone records; the
         call returned builds the view (tens of MB of JSON for a full retention), and may
         run in a thread."""
@@ -433,24 +438,25 @@ class SharedCapture:
         own = self.capture.copies(after)
         return lambda: self.view(own, after)
 
-    def view(self, own: list[Window], after: float) -> dict[str, Any]:
+    def view(self, own: list[Window], after: float) -> CaptureView:
         """This worker's windows (copies) and its siblings' that end after `after`, merged.
-        Touches no live state: it may run in a thread."""
+        Touches no live state: it may run in a thread. Siblings serve the same bundle, so
+        their windows bin alike; a file that cannot be read or is not a window is left out."""
         capture = self.capture
         width = capture.window_seconds
-        windows = [capture.to_json(w) for w in own]
+        windows = [capture.to_window(w) for w in own]
         if self.directory is not None:
             for path in self.directory.glob("*.json"):
                 if path.name.startswith(f"{self.worker}-"):
                     continue
                 try:
-                    window = orjson.loads(path.read_bytes())
+                    window = CaptureWindow.model_validate_json(path.read_bytes())
                 except (OSError, ValueError):
                     continue
-                if window["start"] + width > after:
+                if window.start + width > after:
                     windows.append(window)
-        return {
-            "windowSeconds": capture.window_seconds,
-            "features": [f.name for f in capture.features],
-            "windows": merge_windows(windows, capture.reservoir_size),
-        }
+        return CaptureView.model_construct(
+            window_seconds=capture.window_seconds,
+            features=[f.name for f in capture.features],
+            windows=merge_windows(windows, capture.reservoir_size),
+        )

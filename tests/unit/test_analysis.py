@@ -4,6 +4,7 @@ counters that reset and spans too thin to judge."""
 
 import pytest
 from mlops_contract.profile import FeatureProfile, Profile
+from mlops_contract.windows import CaptureView, CaptureWindow
 
 from mlops_operator.analysis import (
     Baselines,
@@ -203,7 +204,11 @@ def window(prediction: list[int], categories: list[str], *windows: list[int]) ->
             name="prediction", kind="categorical", count=3, categories=categories, counts=prediction
         ),
     )
-    return Window(profile, {"windows": [{"prediction": counts} for counts in windows]})
+    captured = [
+        CaptureWindow(start=60 * i, rows=sum(c), seen=sum(c), features={}, prediction=c)
+        for i, c in enumerate(windows)
+    ]
+    return Window(profile, CaptureView(window_seconds=60, features=[], windows=captured))
 
 
 @pytest.mark.parametrize(

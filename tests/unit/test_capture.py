@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlops_contract.profile import build_profile
-from mlops_contract.windows import merge_windows
+from mlops_contract.windows import CaptureWindow, merge_windows
 
 from mlops_serving.capture import Capture, SharedCapture
 
@@ -45,29 +45,29 @@ def test_windows_align_rotate_and_stay_bounded() -> None:
     capture.record(rows(10), np.zeros(10))
     clock[0] = 179.9
     capture.record(rows(5), np.zeros(5))
-    assert [w["start"] for w in capture.snapshot()] == [120]
+    assert [w.start for w in capture.snapshot()] == [120]
     for t in (180, 240, 300, 360):
         clock[0] = t
         capture.record(rows(1), np.zeros(1))
-    assert [w["start"] for w in capture.snapshot()] == [240, 300, 360]
-    assert [w["start"] for w in capture.snapshot(since=300)] == [300, 360]
+    assert [w.start for w in capture.snapshot()] == [240, 300, 360]
+    assert [w.start for w in capture.snapshot(since=300)] == [300, 360]
     clock[0] = 300.5  # the clock stepped back: rows go to the window they belong to
     capture.record(rows(2), np.zeros(2))
-    assert [w["rows"] for w in capture.snapshot()] == [1, 3, 1]
+    assert [w.rows for w in capture.snapshot()] == [1, 3, 1]
 
 
 def test_counts_reservoir_and_unknown_categories() -> None:
     capture = make_capture([0.0])
     capture.record(rows(30), np.linspace(-2, 2, 30))
     (window,) = capture.snapshot()
-    assert window["rows"] == 30
-    assert sum(window["features"]["x"]) == 30
-    colour = window["features"]["colour"]
+    assert window.rows == 30
+    assert sum(window.features["x"]) == 30
+    colour = window.features["colour"]
     assert colour[-1] == 10  # "z" is not a reference category: counted as other
     assert sum(colour) == 30
-    assert sum(window["prediction"]) == 30
-    assert len(window["reservoir"]) == 5
-    assert window["seen"] == 30
+    assert sum(window.prediction) == 30
+    assert len(window.reservoir) == 5
+    assert window.seen == 30
 
 
 def test_sample_rate_is_respected() -> None:
@@ -85,9 +85,9 @@ def test_windows_from_several_workers_merge_by_adding() -> None:
     given = copy.deepcopy(windows)
     (merged,) = merge_windows(windows, reservoir=5)
     assert windows == given  # the inputs are left as they were
-    assert merged["rows"] == 10
-    assert sum(merged["features"]["x"]) == 10
-    assert len(merged["reservoir"]) == 5
+    assert merged.rows == 10
+    assert sum(merged.features["x"]) == 10
+    assert len(merged.reservoir) == 5
 
 
 def test_shared_capture_reads_sibling_workers(tmp_path: Path) -> None:
@@ -99,8 +99,8 @@ def test_shared_capture_reads_sibling_workers(tmp_path: Path) -> None:
     sibling.write(*second.changes())
     first.record(rows(4), np.zeros(4))
     view = worker.read()
-    assert view["features"] == ["x", "colour"]
-    assert [w["rows"] for w in view["windows"]] == [10]
+    assert view.features == ["x", "colour"]
+    assert [w.rows for w in view.windows] == [10]
 
 
 def test_shared_capture_rewrites_only_changed_windows(tmp_path: Path) -> None:
@@ -112,23 +112,23 @@ def test_shared_capture_rewrites_only_changed_windows(tmp_path: Path) -> None:
     reader = SharedCapture(make_capture(clock), tmp_path, worker="8")
     capture.record(rows(3), np.zeros(3))
     changed, kept = capture.changes()
-    assert [w["start"] for w in changed] == [60]
+    assert [w.start for w in changed] == [60]
     worker.write(changed, kept)
     assert capture.changes() == ([], {60})  # nothing new: nothing to write
     clock[0] = 120.0
     capture.record(rows(2), np.zeros(2))
     changed, kept = capture.changes()
-    assert [w["start"] for w in changed] == [120]
+    assert [w.start for w in changed] == [120]
     worker.write(changed, kept)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["7-120.json", "7-60.json"]
-    assert [(w["start"], w["rows"]) for w in reader.read()["windows"]] == [(60, 3), (120, 2)]
+    assert [(w.start, w.rows) for w in reader.read().windows] == [(60, 3), (120, 2)]
     for start in (180, 240):
         clock[0] = start
         capture.record(rows(1), np.zeros(1))
     worker.write(*capture.changes())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["7-120.json", "7-180.json", "7-240.json"]
     clock[0] = 600.0  # long after: what worker 7 left has aged out
-    assert reader.read()["windows"] == []
+    assert reader.read().windows == []
 
 
 def test_totals_count_every_row_ever_binned_across_windows_and_workers(tmp_path: Path) -> None:
@@ -142,7 +142,7 @@ def test_totals_count_every_row_ever_binned_across_windows_and_workers(tmp_path:
         capture.record(rows(7), np.linspace(-2, 2, 7))
         (window,) = capture.snapshot(since=start)
         for name, counts in expected.items():
-            expected[name] = [a + b for a, b in zip(counts, window["features"][name], strict=True)]
+            expected[name] = [a + b for a, b in zip(counts, window.features[name], strict=True)]
     totals = capture.cumulative()
     assert len(capture.snapshot()) == 3  # two windows rotated out; the totals kept them
     assert totals["rows"] == 35
@@ -193,10 +193,10 @@ def test_numeric_counts_match_the_profile_bins_exactly(width: int, dtype: str) -
         capture.record(batch, rng.normal(0, 1, size))
     (window,) = capture.snapshot()
     everything = np.concatenate(batches)
-    assert window["rows"] == len(everything)
+    assert window.rows == len(everything)
     for j, feature in enumerate(profile.features):
         expected = np.bincount(feature.bin_index(everything[:, j]), minlength=feature.bins)
-        assert window["features"][feature.name] == expected.tolist()
+        assert window.features[feature.name] == expected.tolist()
 
 
 @pytest.mark.parametrize(
@@ -242,10 +242,30 @@ def test_reservoir_keeps_every_row_with_equal_chance() -> None:
             start = stop
         capture.record(np.arange(start, 1000, dtype=float)[:, None], None)
         (window,) = capture.snapshot()
-        assert window["seen"] == 1000
-        kept = [int(row[0]) for row in window["reservoir"]]
+        assert window.seen == 1000
+        kept = [int(row[0]) for row in window.reservoir]
         assert len(set(kept)) == 10
         kept_by_tenth += np.bincount(np.array(kept) // 100, minlength=10)
     assert kept_by_tenth.sum() == 4000
     assert kept_by_tenth.min() > 320, kept_by_tenth
     assert kept_by_tenth.max() < 480, kept_by_tenth
+
+
+def test_windows_binned_on_other_edges_do_not_merge() -> None:
+    window = CaptureWindow(start=60, rows=2, seen=2, features={"x": [1, 1]}, prediction=[2])
+    wider = window.model_copy(update={"features": {"x": [1, 1, 0]}})
+    with pytest.raises(ValueError, match=r"^x: 3 bins cannot merge with 2$"):
+        merge_windows([window, wider], reservoir=5)
+    other = window.model_copy(update={"features": {"y": [1, 1]}})
+    with pytest.raises(ValueError, match=r"features \['y'\] cannot merge with \['x'\]"):
+        merge_windows([window, other], reservoir=5)
+
+
+def test_a_sibling_file_that_is_not_a_window_is_left_out(tmp_path: Path) -> None:
+    clock = [60.0]
+    capture = make_capture(clock)
+    worker = SharedCapture(capture, tmp_path, worker="1")
+    capture.record(rows(4), np.zeros(4))
+    (tmp_path / "2-60.json").write_text('{"start": 60, "rows": -1, "seen": 0, "features": {}}')
+    (tmp_path / "3-60.json").write_bytes(b'{"start": 60, "ro')
+    assert [(w.start, w.rows) for w in worker.read().windows] == [(60, 4)]

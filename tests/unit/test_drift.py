@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 from mlops_contract.profile import build_profile
-from mlops_contract.windows import merge_reservoirs
+from mlops_contract.windows import CaptureView, merge_reservoirs
 
 from mlops_operator.drift import (
     DriftConfigError,
@@ -254,7 +254,7 @@ def test_capture_windows_against_the_profile_flag_the_shifted_features() -> None
             rows[:, 3] += 0.4
             capture.record(rows, rows[:, 0] > 0)
     windows = [window for capture in captures for window in capture.snapshot()]
-    view = {"features": [f"x{i}" for i in range(4)], "windows": windows}
+    view = CaptureView(window_seconds=60, features=[f"x{i}" for i in range(4)], windows=windows)
     report = detect_capture_drift(
         profile, view, tests=DriftTests("ks"), correction="bonferroni", min_samples=1000, seed=0
     )

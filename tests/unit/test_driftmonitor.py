@@ -28,6 +28,7 @@ from mlops_operator.driftmonitor import (
     drift_conditions,
     due_in,
     job_outcome,
+    read_capture,
     read_pods,
     read_rows,
     render_retrain_job,
@@ -343,8 +344,9 @@ def test_pods_source_merges_every_ready_pod(monkeypatch: pytest.MonkeyPatch) -> 
                     else {
                         "model": "m",
                         "version": "2" if capture.profile is other else "1",
+                        "windowSeconds": 60,
                         "features": ["a", "b"],
-                        "windows": capture.snapshot(),
+                        "windows": [w.model_dump() for w in capture.snapshot()],
                     }
                 )
                 data = json.dumps(body).encode()
@@ -376,9 +378,9 @@ def test_pods_source_merges_every_ready_pod(monkeypatch: pytest.MonkeyPatch) -> 
     finally:
         for server in servers:
             server.shutdown()
-    ((merged),) = window.capture["windows"]
-    assert merged["rows"] == 800
-    assert len(merged["reservoir"]) == 200
+    ((merged),) = window.capture.windows
+    assert merged.rows == 800
+    assert len(merged.reservoir) == 200
     assert sorted(asked) == [
         ("127.0.0.1", "/v2/capture", "Bearer t0k"),
         ("127.0.0.1", "/v2/profile", "Bearer t0k"),
@@ -444,3 +446,21 @@ def test_a_file_source_reads_csv_and_parquet_and_names_the_field_when_it_cannot(
         SourceError, match=r"^spec.source.url: GET .*rows.csv: answer larger than 16 bytes"
     ):
         read_rows(f"{base}/rows.csv", "csv", 5)
+
+
+def test_a_capture_that_is_not_one_names_the_field_and_never_its_value(files: Any) -> None:
+    """A pod's answer is checked before it is merged: the error says where it is wrong,
+    and leaves out what is there (a capture's rows are users' data)."""
+    folder, base = files
+    (folder / "v2").mkdir()
+    answer = folder / "v2" / "capture"
+    window = {"start": 0, "rows": "alice@example.com", "seen": 1, "features": {}}
+    answer.write_text(json.dumps({"windowSeconds": 60, "features": [], "windows": [window]}))
+    with pytest.raises(
+        SourceError, match=r"not a capture view: windows\.0\.rows: Input should"
+    ) as raised:
+        read_capture(base, 0, None, 5)
+    assert "alice" not in str(raised.value)
+    answer.write_text("[]")
+    with pytest.raises(SourceError, match=r"not a capture view: the body: Input should"):
+        read_capture(base, 0, None, 5)

@@ -24,6 +24,7 @@ from mlops_contract.profile import (
     category_codes,
     numeric_edges,
 )
+from mlops_contract.windows import CaptureView
 
 from . import stats
 from .stats import Counts, Floats
@@ -283,7 +284,7 @@ def detect_drift(
 
 def detect_capture_drift(
     profile: Profile | Reference,
-    capture: Mapping[str, Any],
+    capture: CaptureView,
     *,
     tests: Tests = Tests(),
     correction: Correction = "none",
@@ -298,25 +299,25 @@ def detect_capture_drift(
     profile's sorted sample. Predictions are captured as bin counts only, so their
     tests are the binned ones."""
     reference = profile if isinstance(profile, Reference) else Reference.from_profile(profile)
-    names: list[str] = list(capture.get("features") or reference.features)
-    windows: list[Mapping[str, Any]] = list(capture.get("windows") or [])
-    rows = sum(int(w["rows"]) for w in windows)
+    names = capture.features or list(reference.features)
+    windows = capture.windows
+    rows = sum(w.rows for w in windows)
     pooled = pool_reservoirs(
-        [(np.asarray(w.get("reservoir") or [], dtype=object), int(w["seen"])) for w in windows],
+        [(np.asarray(w.reservoir, dtype=object), w.seen) for w in windows],
         np.random.default_rng(seed),
     )
     observed: dict[str, Observed] = {}
     for name, feature in reference.features.items():
         counts = np.zeros(feature.counts.size, np.int64)
         for window in windows:
-            counts += np.asarray(window["features"][name], np.int64)
+            counts += np.asarray(window.features[name], np.int64)
         values = None
         if feature.kind == "numeric" and pooled.size and name in names:
             values = stats.sorted_values(pooled[:, names.index(name)].astype(np.float64))
         observed[name] = Observed(counts, values if values is not None and values.size else None)
     predicted = None
-    if reference.prediction is not None and windows and all(w.get("prediction") for w in windows):
-        predicted = Observed(np.sum([np.asarray(w["prediction"], np.int64) for w in windows], 0))
+    if reference.prediction is not None and windows and all(w.prediction for w in windows):
+        predicted = Observed(np.sum([np.asarray(w.prediction, np.int64) for w in windows], 0))
     verdict = Verdict(tests, correction, drift_share, min_samples, prediction_test)
     return judge(reference, observed, predicted, rows=rows, verdict=verdict)
 
