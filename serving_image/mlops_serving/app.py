@@ -1,10 +1,10 @@
 """The serving API: Open Inference Protocol v2, /predict routes, health, metrics, capture.
 
-Handlers only translate HTTP: bodies are parsed with orjson, checked by
-requests.Features, run by runner.Runner, and answered with orjson. One mapping
-turns exceptions into statuses: RequestError -> its 4xx naming the field; any
-model exception -> 500 with a request id (logged with its traceback), after
-which the server keeps serving.
+This is the HTTP layer only: it bounds and reads bodies (JSON with orjson, or the
+binary tensor extension), checks the bearer token, hands payloads to the data plane
+(dataplane.py), and answers. One mapping turns exceptions into statuses:
+RequestError -> its 4xx naming the field; ModelError -> 500 with the request id its
+traceback was logged under, after which the server keeps serving.
 """
 
 import asyncio
@@ -14,150 +14,33 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
-from mlops_contract.profile import Profile
 from mlops_contract.settings import ServingSettings
 from starlette.concurrency import run_in_threadpool
 
 from . import binary
-from .artifacts import materialize
-from .bundle import Manifest, open_bundle
-from .capture import Capture, SharedCapture
-from .loaders import Model, Outputs, load_model
-from .metrics import Metrics, capture_exposition
-from .requests import Features, RequestError, infer_outputs
-from .runner import Runner, time_call
+from .dataplane import (
+    INFER,
+    PREDICT,
+    PREDICT_BATCH,
+    DataPlane,
+    Encoded,
+    LoadedBundle,
+    ModelError,
+    Protocol,
+    State,
+    load_bundle,
+)
+from .metrics import capture_exposition
+from .requests import RequestError
 
 log = logging.getLogger("mlops_serving")
 JSON = "application/json"
-
-
-@dataclass
-class LoadedBundle:
-    """A verified bundle and its loaded model."""
-
-    manifest: Manifest
-    profile: Profile
-    model: Model
-    directory: Path
-
-
-def fetch_artifact(settings: ServingSettings) -> Path:
-    """The configured artifact, fetched (within the deadline and the byte cap), verified
-    and unpacked: its bundle directory."""
-    credentials = (
-        settings.artifact_credentials_file.read_text()
-        if settings.artifact_credentials_file
-        else None
-    )
-    return materialize(
-        settings.model_uri,
-        settings.model_digest,
-        settings.cache_dir,
-        settings.pvc_root,
-        credentials,
-        timeout=settings.artifact_timeout_seconds,
-        max_bytes=settings.artifact_max_bytes,
-    )
-
-
-def load_bundle(settings: ServingSettings) -> LoadedBundle:
-    """Fetch, verify and load the configured artifact; raises with a clear message."""
-    directory = fetch_artifact(settings)
-    manifest, profile = open_bundle(directory)
-    return LoadedBundle(manifest, profile, load_model(directory, manifest), directory)
-
-
-class State:
-    """What the handlers share; `ready` only once the model is loaded and warmed up."""
-
-    def __init__(self, settings: ServingSettings) -> None:
-        self.settings = settings
-        self.ready = False
-        self.error: str | None = None
-        self.token = (
-            settings.auth_token_file.read_text().strip().encode()
-            if settings.auth_token_file
-            else None
-        )
-        self.bundle: LoadedBundle | None = None
-
-    def serve(self, bundle: LoadedBundle) -> None:
-        settings = self.settings
-        manifest = bundle.manifest
-        self.bundle = bundle
-        self.name = settings.model_name or manifest.name
-        self.version = settings.model_version or manifest.version
-        self.features = Features(manifest, settings.max_rows)
-        sample = _sample_rows(bundle.profile, self.features)
-        inline = time_call(bundle.model, sample[:1]) * 1000 < settings.inline_threshold_ms
-        self.runner = Runner(bundle.model, inline, settings.max_batch_size, settings.max_latency_ms)
-        prediction_edges = bundle.profile.prediction.edges if bundle.profile.prediction else []
-        self.metrics = Metrics(
-            self.name,
-            self.version,
-            settings.track,
-            bundle.model.classes,
-            prediction_edges,
-            multiprocess=settings.prometheus_multiproc_dir is not None,
-        )
-        if settings.capture_dir is not None:
-            settings.capture_dir.mkdir(parents=True, exist_ok=True)
-        self.capture = SharedCapture(
-            Capture(
-                bundle.profile,
-                sample_rate=settings.capture_sample_rate,
-                window_seconds=settings.capture_window_seconds,
-                windows=settings.capture_windows,
-                reservoir=settings.capture_reservoir,
-            ),
-            settings.capture_dir,
-        )
-        self.capturing = settings.capture_sample_rate > 0
-        self.classes = [
-            c if isinstance(c, int | float | str | bool) else str(c) for c in bundle.model.classes
-        ]
-        self.ready = True
-        log.info(
-            "serving %s %s (%s, %s)",
-            self.name,
-            self.version,
-            manifest.framework,
-            "inline" if inline else "thread",
-        )
-
-    @property
-    def manifest(self) -> Manifest:
-        if self.bundle is None:
-            raise RuntimeError("no model loaded")
-        return self.bundle.manifest
-
-    def features_of(self) -> Features:
-        return self.features
-
-    def fail(self, error: Exception) -> None:
-        self.error = str(error)
-        log.error("model not loaded: %s", error)
-
-
-def _sample_rows(profile: Profile, features: Features) -> npt.NDArray[Any]:
-    """A few plausible rows (feature means or top categories) to time and warm the model."""
-    row = [
-        (f.mean if f.mean is not None else 0.0)
-        if f.kind == "numeric"
-        else (f.categories[0] if f.categories else "")
-        for f in (profile.feature(name) for name in features.names)
-    ]
-    return np.array([row] * 4, dtype=features.dtype)
 
 
 def _json(content: Any, status: int = 200) -> Response:
@@ -249,16 +132,33 @@ class DirectRoute(APIRoute):
 
 
 Endpoint = Callable[..., Coroutine[Any, Any, Response]]
-Parser = Callable[[Any], npt.NDArray[Any]]
-Answer = Callable[[Outputs, Any], Any]
+
+
+def _encoded(encoded: Encoded) -> Response:
+    document, blob = encoded
+    if not blob:
+        return _json(document)
+    head = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(
+        head + blob,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
 
 
 class Handlers:
-    """Request handling shared by the routes: body limits, auth, the predict path."""
+    """Request handling shared by the routes: body limits, auth, errors as statuses."""
 
     def __init__(self, state: State) -> None:
         self.state = state
+        self.plane = DataPlane(state)
         self.limit = state.settings.max_body_bytes
+        settings = state.settings
+        self.token = (
+            settings.auth_token_file.read_text().strip().encode()
+            if settings.auth_token_file
+            else None
+        )
 
     async def read_json(self, request: Request) -> Any:
         length = request.headers.get("content-length")
@@ -278,7 +178,7 @@ class Handlers:
             raise RequestError(400, "body", f"malformed JSON: {error}") from None
 
     def authorize(self, request: Request) -> None:
-        token = self.state.token
+        token = self.token
         if token is None:
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -301,52 +201,30 @@ class Handlers:
         return _error(503, f"model not ready: {self.state.error or 'loading'}")
 
     def check_model(self, name: str, version: str | None) -> Response | None:
-        state = self.state
         if refused := self.not_ready():
             return refused
-        if name != state.name:
-            return _error(
-                404,
-                f"model {name!r} is not served here; this server serves {state.name!r}",
-                field="name",
-            )
-        if version is not None and version != state.version:
-            return _error(
-                404, f"version {version!r} of {name!r} is not served here", field="version"
-            )
+        try:
+            self.plane.check_model(name, version)
+        except RequestError as error:
+            return _error(error.status, error.message, field=error.field)
         return None
 
-    async def predict(
-        self, route: str, request: Request, parse: Parser, answer: Answer
-    ) -> Response:
+    async def predict(self, protocol: Protocol, request: Request) -> Response:
         start = time.perf_counter()
         if refused := self.not_ready():
             return refused
-        state = self.state
-        metrics = state.metrics
+        metrics = self.state.metrics
         metrics.in_flight.inc()
         code = 200
         try:
             self.authorize(request)
-            payload = await self.read_json(request)
-            rows = parse(payload)
-            try:
-                outputs = await state.runner(rows)
-            except Exception:
-                request_id = uuid.uuid4().hex
-                log.exception("model error (request %s)", request_id)
-                code = 500
-                return _error(500, "the model failed on this request", requestId=request_id)
-            metrics.batch_rows.observe(len(rows))
-            metrics.predictions(outputs.class_index, outputs.primary)
-            if state.capturing and state.capture.capture.sampled():
-                state.capture.capture.record(rows, outputs.primary)
-                metrics.captured_rows.inc(len(rows))
-            answered = answer(outputs, payload)
-            return answered if isinstance(answered, Response) else _json(answered)
+            return _encoded(await self.plane.infer(protocol, await self.read_json(request)))
         except RequestError as error:
             code = error.status
             return _error(error.status, error.message, field=error.field)
+        except ModelError as error:
+            code = 500
+            return _error(500, "the model failed on this request", requestId=error.request_id)
         except Exception:
             # A request this server failed to check: a bug, counted as the 500 it is.
             request_id = uuid.uuid4().hex
@@ -355,64 +233,7 @@ class Handlers:
             return _error(500, "the server failed on this request", requestId=request_id)
         finally:
             metrics.in_flight.dec()
-            metrics.observe(route, code, time.perf_counter() - start)
-
-    def answer_one(self, outputs: Outputs, _: Any) -> Any:
-        proba = _probabilities(outputs)
-        classes = self.state.classes or None
-        return {
-            "prediction": outputs.primary[0],
-            "probabilities": proba[0] if proba else None,
-            "classes": classes,
-        }
-
-    def answer_batch(self, outputs: Outputs, _: Any) -> Any:
-        classes = self.state.classes or None
-        return {
-            "predictions": outputs.primary,
-            "probabilities": _probabilities(outputs),
-            "classes": classes,
-        }
-
-    def answer_infer(self, outputs: Outputs, payload: Any) -> Any:
-        tensors = infer_outputs(outputs.tensors, payload.get("outputs"))
-        everything, named = binary.wants_binary(payload)
-        blob = b""
-        if everything or named:
-            tensors, blob = binary.encode(tensors, outputs.tensors, everything, named)
-        response: dict[str, Any] = {
-            "model_name": self.state.name,
-            "model_version": self.state.version,
-            "outputs": tensors,
-        }
-        if isinstance(payload.get("id"), str):
-            response["id"] = payload["id"]
-        if isinstance(payload.get("parameters"), dict):
-            response["parameters"] = payload["parameters"]
-        if not blob:
-            return response
-        head = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
-        return Response(
-            head + blob,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(len(head))},
-        )
-
-    def metadata(self) -> dict[str, Any]:
-        state = self.state
-        signature = state.manifest.signature
-        return {
-            "name": state.name,
-            "versions": [state.version],
-            "platform": state.manifest.framework,
-            "inputs": [t.model_dump() for t in signature.inputs],
-            "outputs": [t.model_dump() for t in signature.outputs],
-        }
-
-
-def _probabilities(outputs: Outputs) -> Any:
-    proba = outputs.tensors.get("predict_proba")
-    return proba.tolist() if proba is not None else None
+            metrics.observe(protocol.route, code, time.perf_counter() - start)
 
 
 def create_app(settings: ServingSettings, bundle: LoadedBundle | None = None) -> FastAPI:
@@ -447,7 +268,6 @@ def create_app(settings: ServingSettings, bundle: LoadedBundle | None = None) ->
 
 def _inference_routes(app: FastAPI, h: Handlers) -> None:
     """The inference routes, OIP v2 first: routes are matched in order."""
-    features = h.state.features_of
 
     def post(path: str, body: dict[str, Any]) -> Callable[[Endpoint], Endpoint]:
         def add(endpoint: Endpoint) -> Endpoint:
@@ -465,7 +285,7 @@ def _inference_routes(app: FastAPI, h: Handlers) -> None:
     async def infer(request: Request, name: str, version: str | None) -> Response:
         if refused := h.check_model(name, version):
             return refused
-        return await h.predict("infer", request, lambda p: features().from_infer(p), h.answer_infer)
+        return await h.predict(INFER, request)
 
     @post("/v2/models/{name}/infer", INFER_BODY)
     async def infer_latest(request: Request, name: str) -> Response:
@@ -480,16 +300,12 @@ def _inference_routes(app: FastAPI, h: Handlers) -> None:
     @post("/predict", PREDICT_BODY)
     async def predict_one(request: Request) -> Response:
         """One row: {"features": [v, ...] | {name: v}} -> prediction and probabilities."""
-        return await h.predict(
-            "predict", request, lambda p: features().from_predict(p), h.answer_one
-        )
+        return await h.predict(PREDICT, request)
 
     @post("/predict-batch", PREDICT_BATCH_BODY)
     async def predict_batch(request: Request) -> Response:
         """Many rows: {"instances": [row, ...]} -> predictions and probabilities."""
-        return await h.predict(
-            "predict-batch", request, lambda p: features().from_predict_batch(p), h.answer_batch
-        )
+        return await h.predict(PREDICT_BATCH, request)
 
 
 def _info_routes(app: FastAPI, h: Handlers) -> None:
@@ -498,12 +314,12 @@ def _info_routes(app: FastAPI, h: Handlers) -> None:
     @app.get("/v2/models/{name}")
     async def model_metadata(request: Request, name: str) -> Response:
         """OIP v2 model metadata (the token, where one is set)."""
-        return h.refused(request) or h.check_model(name, None) or _json(h.metadata())
+        return h.refused(request) or h.check_model(name, None) or _json(h.plane.metadata())
 
     @app.get("/v2/models/{name}/versions/{version}")
     async def model_version_metadata(request: Request, name: str, version: str) -> Response:
         """OIP v2 model metadata for a version (the token, where one is set)."""
-        return h.refused(request) or h.check_model(name, version) or _json(h.metadata())
+        return h.refused(request) or h.check_model(name, version) or _json(h.plane.metadata())
 
     @app.get("/v2/models/{name}/ready")
     async def model_ready(name: str) -> Response:

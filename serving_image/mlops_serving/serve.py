@@ -25,8 +25,9 @@ from mlops_contract.fetch import FetchError, local_path
 from mlops_contract.settings import ServingSettings
 from pydantic import ValidationError
 
-from .app import create_app, fetch_artifact
+from .app import create_app
 from .bundle import BundleError, open_bundle
+from .dataplane import fetch_artifact
 from .loaders import container_cpus
 
 log = logging.getLogger("mlops_serving")

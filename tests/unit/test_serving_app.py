@@ -1,5 +1,6 @@
 """The serving API in-process: OIP v2, /predict routes, errors, limits, auth, metrics."""
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,7 @@ import pytest
 from mlops_contract.settings import ServingSettings
 from prometheus_client.parser import text_string_to_metric_families
 
+from mlops_serving import app, dataplane
 from mlops_serving.app import create_app
 from mlops_serving.bundle import open_bundle, unpack
 
@@ -276,15 +278,13 @@ async def test_too_many_rows_answer_413_before_they_are_parsed(client_for: Clien
 
 
 async def test_a_request_the_server_fails_to_check_is_a_counted_500(
-    client_for: ClientFactory, caplog: pytest.LogCaptureFixture
+    client_for: ClientFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    def unchecked(*_: Any) -> Any:
+        raise ValueError("could not convert string to float: 'x'")
+
+    monkeypatch.setattr(app, "PREDICT", dataclasses.replace(dataplane.PREDICT, parse=unchecked))
     async with client_for() as client:
-        state = client._transport.app.state.serving  # type: ignore[attr-defined]
-
-        def unchecked(_: Any) -> Any:
-            raise ValueError("could not convert string to float: 'x'")
-
-        state.features.from_predict = unchecked
         failed = await client.post("/predict", json={"features": SETOSA})
         metrics = (await client.get("/metrics")).text
     assert failed.status_code == 500
