@@ -11,6 +11,7 @@ that is interrupted and run again leaves the same objects.
 import base64
 import datetime
 import json
+import threading
 import time
 from collections.abc import Callable
 from functools import cache
@@ -108,16 +109,26 @@ _NO_FILE = "/nonexistent/mlops-operator-discovery.json"
 """A path that never exists, so that discovery never reads a cache file."""
 
 
+_discovery = threading.Lock()
+"""Discovery's cache is not thread-safe, and the worker threads all start at once."""
+_resources: dict[tuple[str, str], Resource] = {}
+
+
 @cache
 def dynamic() -> DynamicClient:
     """The client's dynamic API: objects by apiVersion and kind, paths by discovery."""
-    return DynamicClient(api_client(), discoverer=_Discovery)  # type: ignore[no-untyped-call]
+    with _discovery:
+        return DynamicClient(api_client(), discoverer=_Discovery)  # type: ignore[no-untyped-call]
 
 
-@cache
 def _resource(api_version: str, kind: str) -> Resource:
     """Where a kind lives, discovered once per process (a kind not served is asked again)."""
-    found: Resource = dynamic().resources.get(api_version=api_version, kind=kind)
+    found = _resources.get((api_version, kind))
+    if found is None:
+        client = dynamic()
+        with _discovery:
+            found = client.resources.get(api_version=api_version, kind=kind)
+            _resources[(api_version, kind)] = found
     return found
 
 

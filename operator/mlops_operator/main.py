@@ -38,7 +38,6 @@ from mlops_operator.constants import (
 )
 from mlops_operator.metrics import CANARY, DRIFT, reconciling
 from mlops_operator.settings import OperatorSettings
-from mlops_operator.tracks import TrackVersion
 
 SETTINGS = OperatorSettings()
 CHANGES = caches.ChangeFilter()
@@ -277,7 +276,9 @@ async def start_background(memo: kopf.Memo, logger: Log, **_: Any) -> None:
     modelversion.FETCHES.finished = fetched
     memo["tasks"] = [
         loop.create_task(_resync(logger)),
-        loop.create_task(_write_statuses(logger)),
+        loop.create_task(
+            modeldeployment.write_statuses(SETTINGS, lambda body: reporter(body, logger), logger)
+        ),
         loop.create_task(TIMERS.loop()),
         loop.create_task(ROLLOUTS.loop()),
         loop.create_task(HEARTBEAT.loop()),
@@ -299,38 +300,6 @@ async def stop_background(memo: kopf.Memo, **_: Any) -> None:
     for task in memo["tasks"]:
         task.cancel()
     RETRIES.cancel()
-
-
-async def _write_statuses(logger: Log) -> None:
-    while True:
-        batch = await asyncio.to_thread(
-            modeldeployment.STATUS.take, 1.0, SETTINGS.status_linger_seconds
-        )
-        await asyncio.gather(
-            *(
-                asyncio.to_thread(_write_status, namespace, owner, children, logger)
-                for (namespace, owner), children in batch.items()
-            )
-        )
-
-
-def _write_status(
-    namespace: str,
-    owner: str,
-    children: dict[str, tuple[dict[str, Any], TrackVersion | None]],
-    logger: Log,
-) -> None:
-    try:
-        with reconciling("ModelDeploymentStatus"):
-            modeldeployment.refresh(
-                namespace,
-                owner,
-                children,
-                settings=SETTINGS,
-                reporter=lambda body: reporter(body, logger),
-            )
-    except Exception:
-        logger.exception("status of %s/%s not written; the resync will retry", namespace, owner)
 
 
 async def _resync(logger: Log) -> None:

@@ -5,6 +5,8 @@ change, a child's event, a ModelVersion's change, the periodic resync, a
 restart): run twice, or after a crash half-way, it leaves the same objects.
 """
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ from mlops_operator.builders import (
 )
 from mlops_operator.conditions import Reporter, condition, merge, parse_time
 from mlops_operator.constants import ANNOTATION_MODEL_VERSION, ANNOTATION_ROLLOUT
-from mlops_operator.metrics import CANARY
+from mlops_operator.metrics import CANARY, reconciling
 from mlops_operator.settings import OperatorSettings
 from mlops_operator.tracks import TrackVersion, build_status, stable_only, track_state
 
@@ -484,6 +486,33 @@ def _config(settings: OperatorSettings) -> RenderConfig:
         settings.scratch_size_limit,
         settings.operator_namespace,
     )
+
+
+async def write_statuses(
+    settings: OperatorSettings,
+    reporter: Callable[[Object], Reporter],
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """The status writer: forever, take what STATUS gathered and write each owner's
+    status, owners side by side on the worker threads."""
+
+    def write(
+        namespace: str, owner: str, children: Mapping[str, tuple[Object, TrackVersion | None]]
+    ) -> None:
+        try:
+            with reconciling("ModelDeploymentStatus"):
+                refresh(namespace, owner, children, settings=settings, reporter=reporter)
+        except Exception:
+            logger.exception("status of %s/%s not written; the resync will retry", namespace, owner)
+
+    while True:
+        batch = await asyncio.to_thread(STATUS.take, 1.0, settings.status_linger_seconds)
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(write, namespace, owner, children)
+                for (namespace, owner), children in batch.items()
+            )
+        )
 
 
 def refresh(
