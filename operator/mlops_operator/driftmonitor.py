@@ -734,8 +734,8 @@ class Monitor:
         job, config_map = render_retrain_job(
             self.dm, retrain, report.to_dict(), self._lineage(mdep, spec.track), now
         )
-        kube.create(job)
-        kube.create(config_map)
+        kube.create("Job", job)
+        kube.create("ConfigMap", config_map)
         self.reporter.normal("RetrainStarted", f"Job {job['metadata']['name']} started")
         return {"job": job["metadata"]["name"], "started": stamp_of(now), "outcome": "Running"}
 

@@ -10,8 +10,8 @@ that is interrupted and run again leaves the same objects.
 
 import base64
 import datetime
+import functools
 import json
-import threading
 import time
 from collections.abc import Callable
 from functools import cache
@@ -19,8 +19,6 @@ from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic import DynamicClient, LazyDiscoverer, Resource
-from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from mlops_operator import approval
 from mlops_operator.constants import (
@@ -40,19 +38,18 @@ T = TypeVar("T")
 WORKERS = 16
 POOL_SIZE = 2 * WORKERS
 
-# The kinds a ModelDeployment's children are, to list its leftovers; their paths
-# come from discovery.
-CHILD_KINDS: dict[str, str] = {
-    "Deployment": "apps/v1",
-    "Service": "v1",
-    "HorizontalPodAutoscaler": "autoscaling/v2",
-    "PodDisruptionBudget": "policy/v1",
-    "ConfigMap": "v1",
-    "ServiceAccount": "v1",
-    "Role": "rbac.authorization.k8s.io/v1",
-    "RoleBinding": "rbac.authorization.k8s.io/v1",
-    "HTTPRoute": "gateway.networking.k8s.io/v1",
-    "NetworkPolicy": "networking.k8s.io/v1",
+# Kinds the operator creates, and where they live in the API.
+CHILD_KINDS: dict[str, tuple[str, str]] = {
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "Service": ("/api/v1", "services"),
+    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "ServiceAccount": ("/api/v1", "serviceaccounts"),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
 }
 
 
@@ -94,48 +91,9 @@ def _call(
     return api.response_deserialize(response, {"2XX": "object"}).data
 
 
-class _Discovery(LazyDiscoverer):
-    """Discovery kept in memory. The client's default also writes it to a file in /tmp
-    named after the API server, which every process on a host shares, unlocked."""
-
-    def __init__(self, client: DynamicClient, cache_file: str | None) -> None:
-        super().__init__(client, _NO_FILE)  # type: ignore[no-untyped-call]
-
-    def _write_cache(self) -> None:
-        return None
-
-
-_NO_FILE = "/nonexistent/mlops-operator-discovery.json"
-"""A path that never exists, so that discovery never reads a cache file."""
-
-
-_discovery = threading.Lock()
-"""Discovery's cache is not thread-safe, and the worker threads all start at once."""
-_resources: dict[tuple[str, str], Resource] = {}
-
-
-@cache
-def dynamic() -> DynamicClient:
-    """The client's dynamic API: objects by apiVersion and kind, paths by discovery."""
-    with _discovery:
-        return DynamicClient(api_client(), discoverer=_Discovery)  # type: ignore[no-untyped-call]
-
-
-def _resource(api_version: str, kind: str) -> Resource:
-    """Where a kind lives, discovered once per process (a kind not served is asked again)."""
-    found = _resources.get((api_version, kind))
-    if found is None:
-        client = dynamic()
-        with _discovery:
-            found = client.resources.get(api_version=api_version, kind=kind)
-            _resources[(api_version, kind)] = found
-    return found
-
-
-def _json(response: Any) -> Any:
-    """The body of a response the dynamic client left raw (`serialize=False`): plain
-    JSON, not its attribute-access wrapper, which would cost a copy of every object."""
-    return json.loads(response.data)
+def _collection(kind: str, namespace: str) -> str:
+    prefix, plural = CHILD_KINDS[kind]
+    return f"{prefix}/namespaces/{namespace}/{plural}"
 
 
 class RejectedError(Exception):
@@ -145,17 +103,15 @@ class RejectedError(Exception):
 
 def apply(obj: Object) -> Object:
     """Server-side apply one child; our field manager wins conflicts (hand edits revert)."""
-    resource = _resource(obj["apiVersion"], obj["kind"])
-    API_REQUESTS.labels("PATCH").inc()
+    meta = obj["metadata"]
+    path = f"{_collection(obj['kind'], meta['namespace'])}/{meta['name']}"
     try:
-        applied: Object = _json(
-            dynamic().server_side_apply(  # type: ignore[no-untyped-call]
-                resource,
-                body=obj,
-                field_manager=FIELD_MANAGER,
-                force_conflicts=True,
-                serialize=False,
-            )
+        applied: Object = _call(
+            "PATCH",
+            path,
+            body=obj,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
         )
     except ApiException as error:
         if error.status not in (400, 422):
@@ -195,30 +151,24 @@ def children(namespace: str, owner: str) -> list[Object]:
     """Every child object of one ModelDeployment, of every kind we create."""
     selector = f"{LABEL_DEPLOYMENT}={owner},{LABEL_MANAGED_BY}={MANAGED_BY}"
     found: list[Object] = []
-    for kind, api_version in CHILD_KINDS.items():
-        try:
-            resource = _resource(api_version, kind)
-        except ResourceNotFoundError:
-            continue  # where the Gateway API is not installed, no HTTPRoute can be left over
-        API_REQUESTS.labels("GET").inc()
-        response = dynamic().get(  # type: ignore[no-untyped-call]
-            resource, namespace=namespace, label_selector=selector, serialize=False
+    for kind in CHILD_KINDS:
+        path = _collection(kind, namespace)
+        # Where the Gateway API is not installed, no HTTPRoute can be left over.
+        listed = _unless_absent(
+            functools.partial(_call, "GET", path, query=[("labelSelector", selector)])
         )
-        for item in _json(response).get("items", []):
+        for item in (listed or {}).get("items", []):
             item["kind"] = kind
             found.append(item)
     return found
 
 
 def delete(kind: str, namespace: str, name: str) -> None:
-    API_REQUESTS.labels("DELETE").inc()
     try:
-        dynamic().delete(  # type: ignore[no-untyped-call]
-            _resource(CHILD_KINDS[kind], kind),
-            name,
-            namespace,
+        _call(
+            "DELETE",
+            f"{_collection(kind, namespace)}/{name}",
             body={"propagationPolicy": "Background"},
-            serialize=False,
         )
     except ApiException as error:
         if error.status != 404:
@@ -287,18 +237,14 @@ def list_jobs(namespace: str, selector: str) -> list[Object]:
     return list(listed.get("items", []))
 
 
-def create(obj: Object) -> Object:
+CREATED_KINDS = {"Job": "/apis/batch/v1", "ConfigMap": "/api/v1"}
+
+
+def create(kind: str, obj: Object) -> Object:
     """Create an object the operator makes once and never updates (a retraining Job)."""
-    API_REQUESTS.labels("POST").inc()
-    created: Object = _json(
-        dynamic().create(  # type: ignore[no-untyped-call]
-            _resource(obj["apiVersion"], obj["kind"]),
-            body=obj,
-            namespace=obj["metadata"]["namespace"],
-            field_manager=FIELD_MANAGER,
-            serialize=False,
-        )
-    )
+    plural = f"{kind.lower()}s"
+    path = f"{CREATED_KINDS[kind]}/namespaces/{obj['metadata']['namespace']}/{plural}"
+    created: Object = _call("POST", path, body=obj, query=[("fieldManager", FIELD_MANAGER)])
     return created
 
 
