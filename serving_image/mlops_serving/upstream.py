@@ -118,6 +118,8 @@ class Upstream:
     """Idle connections per backend ("http://host:port"), reused in LIFO order."""
 
     connect_timeout: float = 5.0
+    reconnect_pause: float = 0.1
+    """The wait before the one more try that a refused connection gets."""
     idle: dict[str, list[_Connection]] = field(default_factory=dict)
     _addresses: dict[str, tuple[str, int, bytes]] = field(default_factory=dict)
 
@@ -143,7 +145,8 @@ class Upstream:
     ) -> tuple[int, Headers, bytes]:
         """One request to `base` (headers without Host and Content-Length, which are
         set here); its status, headers and body. A reused connection that the
-        backend had closed before it answered is replaced by a new one, once."""
+        backend had closed before it answered is replaced by a new one, and a new
+        connection that is refused is tried once more."""
         host, port, authority = self._address(base)
         lines = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), b"host: ", authority]
         for name, value in headers:
@@ -163,7 +166,15 @@ class Upstream:
             except UpstreamError:
                 if connection.received:
                     raise
-        connection = await self._connect(host, port)
+        try:
+            connection = await self._connect(host, port)
+        except UpstreamTimeoutError:
+            raise
+        except UpstreamError:
+            # Nothing was sent, so any request may go once more: a Service whose
+            # endpoints are changing refuses a connection for a moment.
+            await asyncio.sleep(self.reconnect_pause)
+            connection = await self._connect(host, port)
         return await self._exchange(pool, connection, request, head, timeout)
 
     async def _connect(self, host: str, port: int) -> _Connection:

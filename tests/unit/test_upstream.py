@@ -163,3 +163,34 @@ def test_timeouts_refusals_head_and_garbage(loop: str) -> None:
                 await upstream.request("GET", base, "/", [], b"", timeout=1)
 
     run(loop, test)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_refused_connection_is_tried_once_more_and_a_slow_one_is_not(loop: str) -> None:
+    """Nothing was sent on a connection that was refused, so the request goes once more
+    (a Service whose endpoints change refuses for a moment); one that timed out may
+    have been slow to answer, and is not tried again."""
+
+    class Flaky(Upstream):
+        def __init__(self, failure: UpstreamError) -> None:
+            super().__init__(reconnect_pause=0.0)
+            self.failure = failure
+            self.attempts = 0
+
+        async def _connect(self, host: str, port: int) -> Any:
+            self.attempts += 1
+            if self.attempts == 1:
+                raise self.failure
+            return await super()._connect(host, port)
+
+    async def test() -> None:
+        async with Backend(lambda _, __: ok()) as base:
+            refused = Flaky(UpstreamError("cannot connect: [Errno 111] Connection refused"))
+            status, _, body = await refused.request("GET", base, "/", [], b"", timeout=1)
+            assert (status, body, refused.attempts) == (200, b'{"ok":true}', 2)
+            slow = Flaky(UpstreamTimeoutError("no connection in time"))
+            with pytest.raises(UpstreamTimeoutError):
+                await slow.request("GET", base, "/", [], b"", timeout=1)
+            assert slow.attempts == 1
+
+    run(loop, test)
