@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mlops_contract.windows import add_counts
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_operator import kube, promql
@@ -363,8 +364,7 @@ def predictions(window: Window) -> list[int]:
     """A track's captured predictions per bin, over all its windows."""
     total: list[int] = []
     for each in window.capture.windows:
-        counts = each.prediction
-        total = [a + b for a, b in zip(total, counts, strict=True)] if total else list(counts)
+        total = add_counts(total, each.prediction, "prediction") if total else list(each.prediction)
     return total
 
 

@@ -44,13 +44,13 @@ class CaptureWindow(BaseModel):
             )
         prediction = self.prediction
         if other.prediction:
-            prediction = _added(self.prediction, other.prediction, "prediction")
+            prediction = add_counts(self.prediction, other.prediction, "prediction")
         return CaptureWindow.model_construct(
             start=self.start,
             rows=self.rows + other.rows,
             seen=self.seen + other.seen,
             features={
-                name: _added(counts, other.features[name], name)
+                name: add_counts(counts, other.features[name], name)
                 for name, counts in self.features.items()
             },
             prediction=prediction,
@@ -78,7 +78,9 @@ class CaptureView(BaseModel):
         return self.model_dump_json(by_alias=True).encode()
 
 
-def _added(first: list[int], second: list[int], what: str) -> list[int]:
+def add_counts(first: list[int], second: list[int], what: str) -> list[int]:
+    """Two lists of counts on the same bins, added; ValueError names `what` when their
+    bins differ."""
     if len(first) != len(second):
         raise ValueError(f"{what}: {len(second)} bins cannot merge with {len(first)}")
     return [a + b for a, b in zip(first, second, strict=True)]

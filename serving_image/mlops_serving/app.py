@@ -53,6 +53,11 @@ def _error(status: int, message: str, **extra: Any) -> Response:
     return _json({"error": message, **extra}, status)
 
 
+def _refusal(error: RequestError) -> Response:
+    """A request refused: its status, and the field it is about."""
+    return _error(error.status, error.message, field=error.field)
+
+
 INFER_BODY = {
     "content": {
         JSON: {
@@ -192,7 +197,7 @@ class Handlers:
         try:
             self.authorize(request)
         except RequestError as error:
-            return _error(error.status, error.message, field=error.field)
+            return _refusal(error)
         return None
 
     def not_ready(self) -> Response | None:
@@ -206,7 +211,7 @@ class Handlers:
         try:
             self.plane.check_model(name, version)
         except RequestError as error:
-            return _error(error.status, error.message, field=error.field)
+            return _refusal(error)
         return None
 
     async def predict(self, protocol: Protocol, request: Request) -> Response:
@@ -221,7 +226,7 @@ class Handlers:
             return _encoded(await self.plane.infer(protocol, await self.read_json(request)))
         except RequestError as error:
             code = error.status
-            return _error(error.status, error.message, field=error.field)
+            return _refusal(error)
         except ModelError as error:
             code = 500
             return _error(500, "the model failed on this request", requestId=error.request_id)

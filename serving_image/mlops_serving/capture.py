@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 from mlops_contract.profile import Profile
-from mlops_contract.windows import CaptureView, CaptureWindow, merge_windows
+from mlops_contract.windows import CaptureView, CaptureWindow, add_counts, merge_windows
 
 TILE_VALUES = 4096
 LANES = 8
@@ -408,12 +408,10 @@ class SharedCapture:
             try:
                 theirs = orjson.loads(path.read_bytes())
                 features = {
-                    name: [a + b for a, b in zip(counts, theirs["features"][name], strict=True)]
+                    name: add_counts(counts, theirs["features"][name], name)
                     for name, counts in summed["features"].items()
                 }
-                prediction = [
-                    a + b for a, b in zip(summed["prediction"], theirs["prediction"], strict=True)
-                ]
+                prediction = add_counts(summed["prediction"], theirs["prediction"], "prediction")
             except (OSError, ValueError, KeyError):
                 continue
             rows = summed["rows"] + theirs["rows"]
